@@ -1,0 +1,3 @@
+from gemmacli.cli import main
+
+main()

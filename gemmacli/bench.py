@@ -1,0 +1,247 @@
+"""`gemmacli bench`: prefill and decode throughput of a chat model, per batch size.
+
+Measurement and rendering are apart: `run_bench` drives a `LoadSource` and returns dataclasses, the CLI
+draws them. A source runs one batch of prompts and says how long the first step and the rest took; today
+`InProcessSource` times `ChatRunner.decode_batch` (what the CLI runs), an HTTP source can time a server's
+streamed responses the same way without touching the report.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from gemmacli.types import GenParams
+
+if TYPE_CHECKING:
+    from gemmacli.runners.chat import ChatRunner
+
+# Common English words that are each one token in Gemma's vocabulary (with their leading space),
+# so n words make about n prompt tokens; nonsense order is fine for timing.
+# fmt: off
+WORDS = (
+    "time", "people", "year", "way", "day", "thing", "man", "world", "life", "hand", "part", "child", "eye",
+    "woman", "place", "work", "week", "case", "point", "company", "number", "group", "problem", "fact",
+    "water", "room", "mother", "area", "money", "story", "month", "book", "word", "business", "side", "kind",
+    "head", "house", "friend", "father", "power", "hour", "game", "line", "member", "law", "car", "city",
+    "name", "team", "minute", "idea", "body", "river", "light", "garden", "table", "window", "market",
+    "music", "paper", "tree", "street", "road", "voice", "dog", "bird", "ship", "stone",
+)
+# fmt: on
+WARMUP_TOKENS = 4  # enough to run the prefill and a few decode steps once before measuring
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batches: tuple[int, ...] = (1,)
+    max_tokens: int = 64
+    prompt_tokens: int = 128  # per sequence, approximate
+    repeat: int = 1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Run:
+    """One batch run, as a source measured it. Token counts are totals across the batch."""
+
+    prompt_tokens: int
+    prefill_s: float  # from the call to the first step's tokens (tokenize + prefill forward + first sample)
+    first_tokens: int  # tokens of that first step
+    decode_s: float  # from the first step to the last one
+    decode_tokens: int  # tokens of the remaining steps (sequences stop at EOS: only real tokens count)
+    decode_steps: int
+
+    @property
+    def gen_tokens(self) -> int:
+        return self.first_tokens + self.decode_tokens
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One batch size, over `repeat` runs. Token counts are per run, totals across the batch."""
+
+    batch: int
+    prompt_tokens: int
+    gen_tokens: int
+    prefill_tok_s: float
+    decode_tok_s: float | None  # None when no run had a decode step (max_tokens 1, or EOS at once)
+    ms_per_step: float | None
+    peak_mem_bytes: int | None  # None when the source cannot tell (a remote server)
+    runs: tuple[Run, ...]
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    model: str
+    device: str
+    dtype: str
+    load_s: float | None  # None when the model was already loaded elsewhere (a server)
+    peak_mem_kind: str  # what peak_mem_bytes measures: "cuda max allocated", "process peak RSS"...
+    results: tuple[BenchResult, ...]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class LoadSource(Protocol):
+    """Where the load goes: a model in this process now, a server over HTTP later."""
+
+    model: str
+    device: str
+    dtype: str
+    peak_mem_kind: str
+
+    def run(self, prompts: Sequence[str], max_tokens: int) -> Run: ...
+
+    def reset_peak_memory(self) -> None: ...
+
+    def peak_memory(self) -> int | None: ...
+
+
+# -- pure helpers
+
+
+def build_prompt(words: int, rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(max(words, 1)))
+
+
+def build_prompts(batch: int, prompt_tokens: int, seed: int = 0) -> list[str]:
+    """`batch` different prompts of about `prompt_tokens` tokens; the same for the same arguments.
+
+    Prompt i is the same whatever the batch size, so batches differ only in how many run together.
+    """
+    rng = random.Random(seed)
+    return [build_prompt(prompt_tokens - 1, rng) for _ in range(batch)]  # -1: the tokenizer adds <bos>
+
+
+def run_from_steps(prompt_tokens: int, start: float, steps: Sequence[tuple[float, int]]) -> Run:
+    """A Run from the start time and (time, tokens) of each step: the first step ends the prefill."""
+    if not steps:
+        return Run(prompt_tokens, 0.0, 0, 0.0, 0, 0)
+    first_time, first_tokens = steps[0]
+    last_time = steps[-1][0]
+    decode_tokens = sum(tokens for _, tokens in steps[1:])
+    return Run(prompt_tokens, first_time - start, first_tokens, last_time - first_time, decode_tokens, len(steps) - 1)
+
+
+def summarize(batch: int, runs: Sequence[Run], peak_mem_bytes: int | None = None) -> BenchResult:
+    """Throughputs over all runs as total tokens / total time, so a slow run weighs as much as it took."""
+    prefill_s = sum(r.prefill_s for r in runs)
+    decode_s = sum(r.decode_s for r in runs)
+    steps = sum(r.decode_steps for r in runs)
+    decode_tokens = sum(r.decode_tokens for r in runs)
+    return BenchResult(
+        batch=batch,
+        prompt_tokens=round(sum(r.prompt_tokens for r in runs) / len(runs)),
+        gen_tokens=round(sum(r.gen_tokens for r in runs) / len(runs)),
+        prefill_tok_s=sum(r.prompt_tokens for r in runs) / prefill_s if prefill_s > 0 else 0.0,
+        decode_tok_s=decode_tokens / decode_s if decode_s > 0 and decode_tokens else None,
+        ms_per_step=1000 * decode_s / steps if steps else None,
+        peak_mem_bytes=peak_mem_bytes,
+        runs=tuple(runs),
+    )
+
+
+def run_bench(
+    source: LoadSource, config: BenchConfig, on_run: Callable[[str], None] = lambda _: None
+) -> tuple[BenchResult, ...]:
+    """One warm-up run, then `repeat` measured runs per batch size; `on_run` hears of each one done."""
+    warmup = build_prompts(config.batches[0], config.prompt_tokens, config.seed)
+    source.run(warmup, min(WARMUP_TOKENS, config.max_tokens))
+    results = []
+    for batch in config.batches:
+        prompts = build_prompts(batch, config.prompt_tokens, config.seed)
+        source.reset_peak_memory()
+        runs = []
+        for i in range(config.repeat):
+            runs.append(source.run(prompts, config.max_tokens))
+            on_run(f"batch {batch}, run {i + 1}/{config.repeat}")
+        results.append(summarize(batch, runs, source.peak_memory()))
+    return tuple(results)
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """'1,4,8' -> (1, 4, 8); ValueError with a readable message otherwise."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("give batch sizes like 1,4,8")
+    sizes = []
+    for part in parts:
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(f"{part!r} is not a batch size: use positive integers like 1,4,8")
+        sizes.append(int(part))
+    return tuple(sizes)
+
+
+# -- the in-process source
+
+
+class InProcessSource:
+    """Times `ChatRunner.decode_batch` in this process: the same decode loop `gemmacli chat` runs."""
+
+    def __init__(self, runner: ChatRunner):
+        self.runner = runner
+        self.model, self.device, self.dtype = runner.name, runner.placement.device, runner.placement.dtype_name
+        self.cuda = self.device.startswith("cuda")
+        kinds = {"cuda": "cuda max allocated", "mps": "mps driver allocated (now, not peak)"}
+        self.peak_mem_kind = kinds.get(self.device.partition(":")[0], "process peak RSS")
+
+    @classmethod
+    def load(cls, load: Callable[[], ChatRunner]) -> tuple[InProcessSource, float]:
+        """The source and the seconds `load` took."""
+        started = time.perf_counter()
+        runner = load()
+        return cls(runner), time.perf_counter() - started
+
+    def run(self, prompts: Sequence[str], max_tokens: int) -> Run:
+        prompt_tokens = sum(len(ids) for ids in self.runner.tokenizer(list(prompts))["input_ids"])
+        params = GenParams(max_tokens=max_tokens, temperature=0.0)
+        self._sync()
+        start, stamps = time.perf_counter(), []
+        steps = self.runner.decode_batch(prompts, params)
+        try:
+            for step in steps:
+                self._sync()
+                stamps.append((time.perf_counter(), sum(token is not None for token in step)))
+                if len(stamps) == max_tokens:
+                    break  # resuming would run one more forward pass whose logits nobody samples
+        finally:
+            steps.close()
+        return run_from_steps(prompt_tokens, start, stamps)
+
+    def reset_peak_memory(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory(self) -> int | None:
+        if self.cuda:
+            import torch
+
+            return int(torch.cuda.max_memory_allocated(self.device))
+        if self.device == "mps":  # unified memory: the RSS would not show it, and MPS keeps no peak
+            import torch
+
+            return int(torch.mps.driver_allocated_memory())
+        return peak_rss()
+
+    def _sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+
+def peak_rss() -> int | None:
+    """The process's peak resident memory so far (it cannot be reset, so it only grows between batches)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux

@@ -1,0 +1,12 @@
+"""The `gemmacli` command: thin Typer commands over the model layer and the runners."""
+
+import sys
+
+from gemmacli.cli import inference, manage, tools  # noqa: F401  (each module registers its commands)
+from gemmacli.cli.app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    sys.exit(app())

@@ -1,0 +1,131 @@
+"""Decoding images and audio from bytes, with every limit checked before memory is committed.
+
+Pillow decodes images; soundfile decodes audio (there is no ffmpeg, so the ASR pipeline only
+ever sees arrays). Both the CLI and the server come through here.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gemmacli.errors import MediaError
+from gemmacli.types import AudioPart, ImagePart
+
+if TYPE_CHECKING:
+    import numpy as np
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 50_000_000  # about 7000 x 7000
+    min_image_side: int = 2
+    max_audio_bytes: int = 100 * 1024 * 1024
+    max_audio_seconds: float = 2 * 60 * 60
+
+
+DEFAULT_LIMITS = MediaLimits()
+
+
+def read_file(path: str | Path, what: str) -> bytes:
+    """Read a user-named file, turning OS errors into one readable line."""
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"{what} file not found: {p}")
+    if not p.is_file():
+        raise MediaError(f"{what} path is not a file: {p}")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise MediaError(f"cannot read {what} file {p}: {exc.strerror or exc}") from None
+
+
+def decode_image(data: bytes, limits: MediaLimits = DEFAULT_LIMITS, name: str = "image") -> ImagePart:
+    """Bytes -> upright RGB image. Size and pixel count are checked before pixels are decoded."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise MediaError(f"{name} is empty")
+    if len(data) > limits.max_image_bytes:
+        raise MediaError(f"{name} is {len(data):,} bytes; the limit is {limits.max_image_bytes:,}")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it; make every bomb an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size  # from the header: nothing decoded yet
+            if width * height > limits.max_image_pixels:
+                raise MediaError(
+                    f"{name} is {width}x{height} = {width * height:,} pixels; the limit is {limits.max_image_pixels:,}"
+                )
+            if min(width, height) < limits.min_image_side:
+                raise MediaError(
+                    f"{name} is {width}x{height}; images must be at least {limits.min_image_side} px a side"
+                )
+            image.load()
+            image = ImageOps.exif_transpose(image).convert("RGB")
+    except MediaError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise MediaError(f"{name} is too large to decode safely (decompression bomb check)") from None
+    except UnidentifiedImageError:
+        raise MediaError(f"{name} is not an image format Pillow can read") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixel data
+        raise MediaError(f"{name} is corrupt or truncated: {exc}") from None
+    return ImagePart(image)
+
+
+def load_image(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> ImagePart:
+    return decode_image(read_file(path, "image"), limits, name=f"image {Path(path).name}")
+
+
+def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS, name: str = "audio") -> AudioPart:
+    """Bytes -> mono float32 at 16 kHz. Samples are counted while decoding, so a lying header cannot blow up."""
+    import numpy as np
+    import soundfile as sf
+
+    if not data:
+        raise MediaError(f"{name} is empty")
+    if len(data) > limits.max_audio_bytes:
+        raise MediaError(f"{name} is {len(data):,} bytes; the limit is {limits.max_audio_bytes:,}")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            rate, channels = f.samplerate, f.channels
+            max_frames = math.ceil(limits.max_audio_seconds * rate)
+            blocks, frames = [], 0
+            for block in f.blocks(blocksize=rate * 10, dtype="float32", always_2d=True):
+                frames += len(block)
+                if frames > max_frames:
+                    raise MediaError(f"{name} is longer than the limit of {limits.max_audio_seconds:g} s")
+                blocks.append(block.mean(axis=1) if channels > 1 else block[:, 0])
+    except MediaError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise MediaError(f"{name} is not audio soundfile can read (WAV, FLAC, OGG, MP3): {exc}") from None
+    if frames == 0:
+        raise MediaError(f"{name} holds no samples")
+    samples = np.concatenate(blocks).astype(np.float32, copy=False)
+    return AudioPart(resample(samples, rate))
+
+
+def load_audio(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> AudioPart:
+    return decode_audio(read_file(path, "audio"), limits, name=f"audio {Path(path).name}")
+
+
+def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """Polyphase resampling: exact for the common 8/22.05/44.1/48 kHz rates, and fast."""
+    import numpy as np
+
+    if rate == target:
+        return samples
+    from scipy.signal import resample_poly
+
+    g = math.gcd(rate, target)
+    return resample_poly(samples, target // g, rate // g).astype(np.float32)

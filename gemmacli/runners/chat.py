@@ -1,0 +1,207 @@
+"""ChatRunner: Gemma 3 chat (text, and images on the multimodal checkpoints) as a stream of deltas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gemmacli.device import Placement
+from gemmacli.errors import GemmacliError, InvalidParamError, UnsupportedInputError
+from gemmacli.types import GLOBAL_GEN_DEFAULTS, Completion, Delta, GenParams, Message, TextPart, Usage
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A tokenized prompt, ready for the decode loop."""
+
+    input_ids: object  # torch.Tensor (1, T)
+    extra_inputs: dict  # pixel_values, token_type_ids... (prefill only)
+    image_tokens: int = 0
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[1])
+
+
+class ChatRunner:
+    """Owns one chat model and its tokenizer/processor. Not thread-safe: one caller at a time."""
+
+    def __init__(self, model, processor, *, name: str, defaults: GenParams = GenParams(), placement: Placement):
+        self.model, self.processor, self.name, self.placement = model, processor, name, placement
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.defaults = defaults
+        self.vision = getattr(model.config, "vision_config", None) is not None
+        self.context_length = _context_length(model.config)
+        self.eos_ids = _eos_ids(model.generation_config, self.tokenizer)
+
+    @classmethod
+    def load(cls, path: Path, placement: Placement, *, name: str, defaults: GenParams = GenParams()) -> ChatRunner:
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
+
+        config = AutoConfig.from_pretrained(path)
+        vision = getattr(config, "vision_config", None) is not None
+        model_class = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+        model = model_class.from_pretrained(path, **placement.from_pretrained_kwargs())
+        if not placement.device_map_auto:
+            model = model.to(placement.device)
+        processor = AutoProcessor.from_pretrained(path) if vision else AutoTokenizer.from_pretrained(path)
+        return cls(model.eval(), processor, name=name, defaults=defaults, placement=placement)
+
+    # -- public surface: two streams, everything else derives from them
+
+    def stream(self, messages: Sequence[Message], params: GenParams = GenParams(), **kw) -> Iterator[Delta]:
+        """Chat: render the model's chat template, then generate."""
+        return self.generate(self.encode_chat(messages), params, **kw)
+
+    def stream_text(self, prompt: str, params: GenParams = GenParams(), **kw) -> Iterator[Delta]:
+        """Raw completion of `prompt`, no chat template (what /v1/completions and base models want)."""
+        return self.generate(self.encode_text(prompt), params, **kw)
+
+    def complete(self, messages: Sequence[Message], params: GenParams = GenParams()) -> Completion:
+        return collect(self.stream(messages, params))
+
+    def complete_text(self, prompt: str, params: GenParams = GenParams()) -> Completion:
+        return collect(self.stream_text(prompt, params))
+
+    # -- prompts
+
+    def encode_text(self, prompt: str) -> Prompt:
+        ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"]
+        return Prompt(ids.to(self.model.device), {})
+
+    def encode_chat(self, messages: Sequence[Message]) -> Prompt:
+        if not messages:
+            raise InvalidParamError("messages must not be empty", param="messages")
+        if any(m.images for m in messages) and not self.vision:
+            raise UnsupportedInputError(f"model {self.name} is text-only and cannot read images", param="messages")
+        if any(m.audios for m in messages):
+            raise UnsupportedInputError(f"model {self.name} cannot read audio", param="messages")
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise UnsupportedInputError(f"model {self.name} has no chat template; use a raw text completion instead")
+        try:
+            inputs = self.processor.apply_chat_template(
+                [_message_dict(m) for m in messages],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+            )
+        except Exception as exc:  # jinja raise_exception (roles not alternating...) and processor errors
+            raise InvalidParamError(f"cannot render the chat template: {exc}", param="messages") from None
+        inputs = inputs.to(self.model.device)
+        input_ids = inputs.pop("input_ids")
+        inputs.pop("attention_mask", None)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        image_token = getattr(self.model.config, "image_token_index", None)
+        image_tokens = int((input_ids == image_token).sum()) if image_token is not None else 0
+        return Prompt(input_ids, dict(inputs), image_tokens)
+
+    # -- generation
+
+    def generate(
+        self, prompt: Prompt, params: GenParams = GenParams(), *, cancelled: Callable[[], bool] = lambda: False
+    ) -> Iterator[Delta]:
+        import torch
+
+        from gemmacli.runners.decode import decode
+        from gemmacli.runners.sampling import Sampler, SamplingConfig
+        from gemmacli.runners.text_stream import IncrementalDecoder, StopMatcher
+
+        params = params.with_defaults(self.defaults, GLOBAL_GEN_DEFAULTS)
+        max_new = self._max_new_tokens(prompt, params)
+        config = SamplingConfig.from_params(params)
+        prompt_ids = prompt.input_ids[0]
+        sampler = Sampler(config, prompt_ids, self.model.config.get_text_config().vocab_size, self.model.device)
+        text_out, stops = IncrementalDecoder(self.tokenizer, prompt_ids.tolist()), StopMatcher(params.stop)
+        mask = torch.ones_like(prompt.input_ids)
+        generated, finish = 0, "length"
+        steps = decode(self.model, prompt.input_ids, mask, [sampler], max_new, self.eos_ids, prompt.extra_inputs,
+                       cancelled)  # fmt: skip
+        for (token,) in steps:
+            generated += 1
+            if token in self.eos_ids:
+                finish = "stop"
+                break
+            piece = stops.feed(text_out.push(token))
+            if stops.stopped:
+                finish = "stop"
+                if piece:
+                    yield Delta(piece, (token,))
+                break
+            if piece:
+                yield Delta(piece, (token,))
+        else:
+            finish = "cancelled" if cancelled() else "length"
+        usage = Usage(prompt.length, generated, prompt.image_tokens)
+        yield Delta(stops.flush() if finish != "stop" else "", (), finish, usage)
+
+    def decode_batch(self, prompts: Sequence[str], params: GenParams = GenParams()) -> Iterator[list[int | None]]:
+        """Plain-text prompts decoded together (left-padded): one list of new token ids per step.
+
+        The raw loop without detokenizing, for `gemmacli bench` to time prefill and decode steps.
+        """
+        from gemmacli.runners.decode import decode
+        from gemmacli.runners.sampling import Sampler, SamplingConfig
+
+        params = params.with_defaults(self.defaults, GLOBAL_GEN_DEFAULTS)
+        batch = self.tokenizer(list(prompts), padding=True, padding_side="left", return_tensors="pt")
+        batch = batch.to(self.model.device)
+        config, vocab = SamplingConfig.from_params(params), self.model.config.get_text_config().vocab_size
+        samplers = [Sampler(config, ids, vocab, self.model.device) for ids in batch["input_ids"]]
+        max_new = self._max_new_tokens(Prompt(batch["input_ids"], {}), params)
+        return decode(self.model, batch["input_ids"], batch["attention_mask"], samplers, max_new, self.eos_ids)
+
+    def _max_new_tokens(self, prompt: Prompt, params: GenParams) -> int:
+        room = self.context_length - prompt.length
+        if room <= 0:
+            raise InvalidParamError(
+                f"the prompt is {prompt.length} tokens; model {self.name} takes at most {self.context_length}",
+                param="messages",
+            )
+        if params.max_tokens is not None and params.max_tokens < 1:
+            raise InvalidParamError(f"max_tokens must be at least 1, got {params.max_tokens}", param="max_tokens")
+        return min(params.max_tokens or room, room)
+
+
+def collect(deltas: Iterator[Delta]) -> Completion:
+    """Join a stream into one Completion."""
+    parts, ids = [], []
+    for d in deltas:
+        parts.append(d.text)
+        ids.extend(d.token_ids)
+        if d.finish_reason is not None:
+            return Completion("".join(parts), tuple(ids), d.finish_reason, d.usage)
+    raise GemmacliError("generation ended without a final delta")
+
+
+def _message_dict(message: Message) -> dict:
+    if isinstance(message.content, str):
+        return {"role": message.role, "content": message.content}
+    content = []
+    for part in message.content:
+        if isinstance(part, TextPart):
+            content.append({"type": "text", "text": part.text})
+        else:
+            content.append({"type": "image", "image": part.image})
+    return {"role": message.role, "content": content}
+
+
+def _context_length(config) -> int:
+    text = config.get_text_config()
+    return int(getattr(text, "max_position_embeddings", None) or 8192)
+
+
+def _eos_ids(generation_config, tokenizer) -> set[int]:
+    eos = generation_config.eos_token_id if generation_config is not None else None
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

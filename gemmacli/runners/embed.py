@@ -1,0 +1,60 @@
+"""EmbedRunner: sentence embeddings, pooled and normalised the way each model's own config says."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from gemmacli.device import Placement
+from gemmacli.errors import InvalidParamError
+from gemmacli.types import Embeddings
+
+
+class EmbedRunner:
+    """Wraps a sentence-transformers model: its modules.json carries pooling and normalisation.
+
+    A plain transformers encoder without modules.json gets mean pooling, which is what
+    sentence-transformers falls back to as well.
+    """
+
+    def __init__(self, model, *, name: str, placement: Placement):
+        self.model, self.name, self.placement = model, name, placement
+        self.tokenizer = model.tokenizer
+        self.dimensions = int(model.get_embedding_dimension())
+        self.max_tokens = int(model.max_seq_length or self.tokenizer.model_max_length)
+
+    @classmethod
+    def load(cls, path: Path, placement: Placement, *, name: str) -> EmbedRunner:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(
+            str(path),
+            device=placement.device,
+            local_files_only=True,
+            model_kwargs={"dtype": placement.dtype, "attn_implementation": "sdpa"},
+        )
+        return cls(model.eval(), name=name, placement=placement)
+
+    def embed(self, texts: Sequence[str], *, dimensions: int | None = None, batch_size: int = 32) -> Embeddings:
+        """Unit-norm vectors (N, D); with `dimensions`, cut to the first D and renormalised (Matryoshka style)."""
+        import numpy as np
+
+        if not texts:
+            raise InvalidParamError("input must not be empty", param="input")
+        if dimensions is not None and not 1 <= dimensions <= self.dimensions:
+            raise InvalidParamError(
+                f"dimensions must be between 1 and {self.dimensions} for {self.name}, got {dimensions}",
+                param="dimensions",
+            )
+        vectors = self.model.encode(
+            list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False
+        ).astype(np.float32)
+        if dimensions is not None:
+            vectors = vectors[:, :dimensions]
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return Embeddings(vectors / np.maximum(norms, 1e-12), self.count_tokens(texts))
+
+    def count_tokens(self, texts: Sequence[str]) -> tuple[int, ...]:
+        """Tokens each input really used (after truncation to the model's window)."""
+        lengths = self.tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=self.max_tokens)
+        return tuple(len(ids) for ids in lengths["input_ids"])

@@ -1,0 +1,175 @@
+"""Neutral types shared by every layer: the CLI, the server and the runners speak these.
+
+Nothing here imports torch, Litestar or Typer, so every layer can use them cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL.Image import Image
+
+Task = Literal["chat", "embed", "transcribe"]
+TASKS: tuple[Task, ...] = ("chat", "embed", "transcribe")
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image already decoded, rotated upright and converted to RGB (see media.py)."""
+
+    image: Image
+
+
+@dataclass(frozen=True)
+class AudioPart:
+    """Mono float32 samples at 16 kHz (see media.py)."""
+
+    samples: np.ndarray
+
+
+Part = TextPart | ImagePart | AudioPart
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str | tuple[Part, ...]
+
+    @property
+    def images(self) -> list[ImagePart]:
+        return [p for p in self.content if isinstance(p, ImagePart)] if not isinstance(self.content, str) else []
+
+    @property
+    def audios(self) -> list[AudioPart]:
+        return [p for p in self.content if isinstance(p, AudioPart)] if not isinstance(self.content, str) else []
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Sampling and stopping controls; None means "use the model's default, then the global one"."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def with_defaults(self, *defaults: GenParams) -> GenParams:
+        """Fill every unset field from the first of `defaults` that sets it (request > model > global)."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            for fallback in defaults:
+                if value not in (None, ()):
+                    break
+                value = getattr(fallback, f.name)
+            values[f.name] = value
+        return replace(self, **values)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature is not None and self.temperature <= 0
+
+
+# What a server or CLI uses when neither the request nor the model says otherwise.
+GLOBAL_GEN_DEFAULTS = GenParams(
+    max_tokens=512,
+    temperature=1.0,
+    top_p=1.0,
+    top_k=0,
+    min_p=0.0,
+    repetition_penalty=1.0,
+    frequency_penalty=0.0,
+    presence_penalty=0.0,
+)
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    image_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One streamed piece of a generation; the last one carries `finish_reason` and `usage`."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A whole generation, as `ChatRunner.complete` returns it."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray  # (N, D) float32, unit norm
+    token_counts: tuple[int, ...]
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    language: str | None = None
+    translate: bool = False
+    timestamps: Literal["segment", "word"] | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: tuple[int, ...] = ()  # token ids of `text` (OpenAI's verbose_json reports them)
+    temperature: float = 0.0  # the sampling temperature this segment was decoded with
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    duration: float
+    segments: tuple[Segment, ...] = field(default=())
+    words: tuple[Word, ...] = field(default=())

@@ -1,0 +1,119 @@
+"""Session fixtures: the real demo models, imported once by gemmacli itself, and a tiny vision model.
+
+Models are cached between runs in $GEMMACLI_TEST_HOME (default ~/.cache/gemmacli-tests): the first
+run imports them from the demo packages (about two minutes on two cores), later runs take seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Before anything imports huggingface_hub: tests never touch the network or the user's caches.
+TEST_HOME = Path(os.environ.get("GEMMACLI_TEST_HOME", Path.home() / ".cache" / "gemmacli-tests"))
+os.environ["GEMMACLI_HOME"] = str(TEST_HOME)
+os.environ["HF_HOME"] = str(TEST_HOME / "hf")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.pop("GEMMACLI_CATALOG", None)
+
+import pytest  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def paths():
+    from gemmacli.settings import Paths
+
+    return Paths.from_env()
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    from gemmacli.models.catalog import Catalog
+
+    return Catalog.load()
+
+
+def _demo(name: str, catalog, paths) -> Path:
+    from gemmacli.models import demo
+
+    return demo.ensure(catalog.get(name), paths.models_dir)
+
+
+@pytest.fixture(scope="session")
+def gemma_dir(catalog, paths) -> Path:
+    return _demo("gemma-3-270m", catalog, paths)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(catalog, paths) -> Path:
+    return _demo("all-minilm-l6-v2", catalog, paths)
+
+
+@pytest.fixture(scope="session")
+def whisper_dir(catalog, paths) -> Path:
+    return _demo("whisper-tiny.en", catalog, paths)
+
+
+@pytest.fixture(scope="session")
+def vision_dir(gemma_dir, paths) -> Path:
+    from testkit import ensure_tiny_gemma3_vision
+
+    return ensure_tiny_gemma3_vision(paths.home / "testkit" / "tiny-gemma3-vision", gemma_dir)
+
+
+@pytest.fixture(scope="session")
+def cpu_bf16():
+    from gemmacli.device import Placement
+
+    return Placement("cpu", "bfloat16")
+
+
+@pytest.fixture(scope="session")
+def cpu_fp32():
+    from gemmacli.device import Placement
+
+    return Placement("cpu", "float32")
+
+
+@pytest.fixture(scope="session")
+def chat_runner(gemma_dir, catalog):
+    """bf16 where the CPU computes it natively (as `--dtype auto` does), else fp32, which is faster there."""
+    from gemmacli.device import placement
+    from gemmacli.runners.chat import ChatRunner
+
+    where = placement("cpu", "auto")
+    return ChatRunner.load(gemma_dir, where, name="gemma-3-270m", defaults=catalog.get("gemma-3-270m").defaults)
+
+
+@pytest.fixture(scope="session")
+def vision_runner(vision_dir, cpu_bf16):
+    from gemmacli.runners.chat import ChatRunner
+
+    return ChatRunner.load(vision_dir, cpu_bf16, name="tiny-gemma3-vision")
+
+
+@pytest.fixture(scope="session")
+def embed_runner(minilm_dir, cpu_fp32):
+    from gemmacli.runners.embed import EmbedRunner
+
+    return EmbedRunner.load(minilm_dir, cpu_fp32, name="all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def transcribe_runner(whisper_dir, cpu_fp32):
+    from gemmacli.runners.transcribe import TranscribeRunner
+
+    return TranscribeRunner.load(whisper_dir, cpu_fp32, name="whisper-tiny.en")
+
+
+@pytest.fixture(scope="session")
+def images() -> Path:
+    return DATA / "images"
+
+
+@pytest.fixture(scope="session")
+def audio() -> Path:
+    return DATA / "audio"

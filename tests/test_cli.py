@@ -1,0 +1,182 @@
+"""Every command through Typer's CliRunner, on the real demo models, including its bad inputs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gemmacli.cli import app
+
+COMMANDS = ["chat", "embed", "transcribe", "download", "import", "models", "rm", "serve", "smoke", "bench"]
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input)
+
+    return invoke
+
+
+def assert_one_error_line(result, pattern: str, code: int = 1) -> None:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_examples(cli, command):
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    assert "Usage" in result.stdout and "Example" in result.stdout
+
+
+def test_version_and_no_arguments(cli):
+    assert cli("--version").stdout.startswith("gemmacli ")
+    assert cli().exit_code in (0, 2)
+
+
+@pytest.mark.slow
+class TestChat:
+    def test_raw_greedy_continues_the_weekdays(self, cli, gemma_dir):
+        result = cli("chat", "--raw", "Monday, Tuesday, Wednesday,", "--temperature", "0", "--max-tokens", "4", "-q")
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip().startswith("Thursday")
+        assert result.stderr == ""
+
+    def test_json_with_system_prompt_stop_and_stdin(self, cli, gemma_dir):
+        result = cli(
+            "chat", "-", "-s", "Answer briefly.", "--temperature", "0", "--max-tokens", "6", "--json", "-q",
+            input="Say hello.",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        body = json.loads(result.stdout)
+        assert body["model"] == "gemma-3-270m" and body["finish_reason"] in ("stop", "length")
+        assert body["usage"]["completion_tokens"] <= 6 and body["usage"]["prompt_tokens"] > 5
+
+    def test_stop_string(self, cli, gemma_dir):
+        days = "Monday, Tuesday, Wednesday,"
+        result = cli("chat", "--raw", days, "--temperature", "0", "--stop", "Sat", "--json", "-q")
+        body = json.loads(result.stdout)
+        assert body["finish_reason"] == "stop" and "Friday" in body["text"] and "Sat" not in body["text"]
+
+    def test_image_chat_on_the_tiny_vision_model(self, cli, vision_dir, images):
+        result = cli("chat", images / "red_circle_64.png", "describe", "-m", vision_dir, "--max-tokens", "5", "--json")
+        assert result.exit_code == 0, result.output
+        usage = json.loads(result.stdout)["usage"]
+        assert usage["completion_tokens"] <= 5 and usage["prompt_tokens"] > 4
+
+    def test_image_to_the_text_only_model(self, cli, gemma_dir, images):
+        result = cli("chat", images / "red_circle_64.png", "describe", "-q")
+        assert_one_error_line(result, "text-only")
+
+
+@pytest.mark.parametrize(
+    "args,pattern",
+    [
+        (["missing.png", "describe"], "not found"),
+        (["{images}/corrupt.png", "describe"], "not an image"),
+        (["{images}/truncated.jpg", "describe"], "truncated"),
+        (["-m", "no-such-model", "hi"], "unknown model"),
+        (["-m", "gemma-3-4b", "hi"], "did you mean 'gemma-3-4b-it'"),
+        (["-m", "google/gemma-3-12b-it", "hi"], "not cached"),
+        (["-m", "all-minilm-l6-v2", "hi"], "embed model, not a chat model"),
+        (["--raw", "-s", "sys", "hi"], "--raw"),
+        (["--device", "cuda", "hi"], "CUDA"),
+        (["--device", "tpu", "hi"], "unknown device"),
+    ],
+)
+def test_chat_bad_input_is_one_line_and_exit_1(cli, images, minilm_dir, args, pattern):
+    result = cli("chat", *[a.format(images=images) for a in args], "-q")
+    assert_one_error_line(result, pattern)
+
+
+USAGE_ERRORS = [[], ["hi", "--temperature", "-1"], ["hi", "--max-tokens", "0"], ["hi", "--dtype", "int3"]]
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS)
+def test_chat_usage_errors_exit_2(cli, args):
+    assert cli("chat", *args).exit_code == 2
+
+
+def test_chat_stdin_dash_with_nothing_piped(cli):
+    assert_one_error_line(cli("chat", "-", input=""), "empty")
+
+
+@pytest.mark.slow
+class TestEmbed:
+    def test_json_vectors_match_the_runner(self, cli, embed_runner):
+        result = cli("embed", "A cat sits on the mat.", "Stocks fell.", "-q")
+        assert result.exit_code == 0, result.output
+        body = json.loads(result.stdout)
+        vectors = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+        expected = embed_runner.embed(["A cat sits on the mat.", "Stocks fell."]).vectors
+        np.testing.assert_allclose(vectors, expected, atol=1e-6)
+        assert body["usage"]["prompt_tokens"] > 0
+
+    def test_file_dimensions_and_table(self, cli, minilm_dir, tmp_path):
+        texts = tmp_path / "texts.txt"
+        texts.write_text("first line\n\nsecond line\n")
+        body = json.loads(cli("embed", "--file", texts, "--dimensions", "32", "-q").stdout)
+        assert len(body["data"]) == 2 and len(body["data"][0]["embedding"]) == 32
+        table = cli("embed", "a cat", "a kitten", "--table", "-q")
+        assert table.exit_code == 0 and "cos #1" in table.stdout and "384 dimensions" in table.stdout
+
+    def test_bad_inputs(self, cli, minilm_dir, tmp_path):
+        assert cli("embed").exit_code == 2
+        assert_one_error_line(cli("embed", "x", "--dimensions", "999", "-q"), "dimensions must be between")
+        assert_one_error_line(cli("embed", "--file", tmp_path / "none.txt", "-q"), "not found")
+        assert_one_error_line(cli("embed", "x", "-m", "whisper-tiny.en", "-q"), "not a embed model")
+
+
+@pytest.mark.slow
+class TestTranscribe:
+    def test_text_matches_the_spoken_sentence(self, cli, whisper_dir, audio):
+        from helpers import word_error_rate
+
+        result = cli("transcribe", audio / "quick_brown_fox.wav", "-q")
+        assert result.exit_code == 0, result.output
+        reference = (audio / "quick_brown_fox.txt").read_text()
+        assert word_error_rate(reference, result.stdout) < 0.25
+
+    @pytest.mark.parametrize("fmt", ["srt", "vtt", "verbose_json", "json"])
+    def test_formats(self, cli, whisper_dir, audio, fmt):
+        result = cli("transcribe", audio / "hello_world.wav", "--format", fmt, "-q")
+        assert result.exit_code == 0, result.output
+        out = result.stdout
+        if fmt == "srt":
+            assert re.match(r"1\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n\S", out)
+        elif fmt == "vtt":
+            assert out.startswith("WEBVTT\n\n") and re.search(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}", out)
+        else:
+            body = json.loads(out)
+            assert "hello world" in body["text"].lower()
+            if fmt == "verbose_json":
+                assert body["segments"] and body["duration"] > 1 and body["language"] == "en"
+
+    def test_bad_inputs(self, cli, whisper_dir, audio, images):
+        assert_one_error_line(cli("transcribe", images / "corrupt.png", "-q"), "not audio")
+        assert_one_error_line(cli("transcribe", "nothing.wav", "-q"), "not found")
+        assert_one_error_line(cli("transcribe", audio / "hello_world.wav", "--translate", "-q"), "English-only")
+        assert cli("transcribe", audio / "hello_world.wav", "--format", "docx").exit_code == 2
+        assert cli("transcribe", audio / "hello_world.wav", "--timestamps", "char").exit_code == 2
+
+
+def test_models_table_and_json(cli, gemma_dir, minilm_dir, whisper_dir):
+    table = cli("models")
+    assert table.exit_code == 0 and "gemma-3-12b-it" in table.stdout and "whisper-tiny.en" in table.stdout
+    rows = {row["name"]: row for row in json.loads(cli("models", "--json").stdout)}
+    assert rows["gemma-3-270m"]["status"] == "ready" and rows["gemma-3-270m"]["task"] == "chat"
+    assert rows["gemma-3-27b-it"]["status"] == "download"
+
+
+def test_serve_says_it_is_not_there_yet(cli):
+    assert_one_error_line(cli("serve"), "not implemented yet")

@@ -47,14 +47,18 @@ def read_file(path: str | Path, what: str) -> bytes:
         raise MediaError(f"cannot read {what} file {p}: {exc.strerror or exc}") from None
 
 
+def _check_size(data: bytes, limit: int, name: str) -> None:
+    if not data:
+        raise MediaError(f"{name} is empty")
+    if len(data) > limit:
+        raise MediaError(f"{name} is {len(data):,} bytes; the limit is {limit:,}")
+
+
 def decode_image(data: bytes, limits: MediaLimits = DEFAULT_LIMITS, name: str = "image") -> ImagePart:
     """Bytes -> upright RGB image. Size and pixel count are checked before pixels are decoded."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if not data:
-        raise MediaError(f"{name} is empty")
-    if len(data) > limits.max_image_bytes:
-        raise MediaError(f"{name} is {len(data):,} bytes; the limit is {limits.max_image_bytes:,}")
+    _check_size(data, limits.max_image_bytes, name)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; make every bomb an error.
@@ -91,10 +95,7 @@ def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS, name: str = 
     import numpy as np
     import soundfile as sf
 
-    if not data:
-        raise MediaError(f"{name} is empty")
-    if len(data) > limits.max_audio_bytes:
-        raise MediaError(f"{name} is {len(data):,} bytes; the limit is {limits.max_audio_bytes:,}")
+    _check_size(data, limits.max_audio_bytes, name)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate, channels = f.samplerate, f.channels

@@ -64,8 +64,9 @@ def chat(
     if raw and (images or system):
         raise GemmacliError("--raw completes plain text: it takes no images and no --system")
     params = GenParams(
-        max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, frequency_penalty, presence_penalty,
-        tuple(stop or ()), seed,
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+        repetition_penalty=repetition_penalty, frequency_penalty=frequency_penalty,
+        presence_penalty=presence_penalty, stop=tuple(stop or ()), seed=seed,
     )  # fmt: skip
     runner = load_runner(model, "chat", device=device, dtype=dtype, multi_gpu=multi_gpu, quiet=quiet)
     if raw:

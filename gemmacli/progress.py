@@ -60,6 +60,8 @@ class RichTqdm:
         **_ignored: Any,  # unit_scale, bar_format, position, leave...: rich decides how bars look
     ) -> None:
         self.iterable, self.desc, self.n, self.disable = iterable, desc or "", initial, disable
+        if total is None and hasattr(iterable, "__len__"):  # tqdm(list_of_things) knows its length, like tqdm
+            total = len(iterable)
         self._total = total
         self._task = None
         self._lock = threading.Lock()  # the byte bars are updated by every download thread at once

@@ -14,6 +14,7 @@ def quiet_libraries() -> None:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # library bars; ours are rich and do not use tqdm
     from transformers.utils import logging
 
     logging.set_verbosity_error()

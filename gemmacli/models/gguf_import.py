@@ -6,6 +6,7 @@ cores); doing it once at import time and saving safetensors removes that cost fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from importlib.resources import files
@@ -42,7 +43,8 @@ def import_gguf(gguf_path: Path, out: Path, report: Report = lambda step: None) 
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         report("dequantizing the weights")
         # transformers dequantizes fastest into float32; the result is cast to bf16 below.
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        with _tensor_progress(getattr(report, "tqdm_class", None)):
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except (ValueError, KeyError, NotImplementedError) as exc:  # architecture or quant type transformers lacks
         raise GemmacliError(f"transformers cannot read {name}: {exc}") from None
 
@@ -60,6 +62,22 @@ def import_gguf(gguf_path: Path, out: Path, report: Report = lambda step: None) 
     # save_pretrained writes tokenizer.json pretty-printed (33 MB for Gemma); compact is 14 MB and loads faster.
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"), pretty=False)
     _drop_load_flags(out / "tokenizer_config.json")
+
+
+@contextlib.contextmanager
+def _tensor_progress(tqdm_class):
+    """Show transformers' per-tensor dequantization bar (the minute-long step) in the caller's display."""
+    if tqdm_class is None:
+        yield
+        return
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = tqdm_class
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def _set_generation_config(model, tokenizer) -> None:

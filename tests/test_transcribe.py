@@ -96,13 +96,13 @@ def test_english_only_model_refuses_translation_and_other_languages():
     result = runner.transcribe(audio, TranscribeOptions(language="English"))
     assert result.language == "en"
     ((_, _, kwargs),) = pipe.calls
-    assert kwargs == {"generate_kwargs": {}}  # English-only models take neither language nor task
+    assert kwargs == {"generate_kwargs": {"max_new_tokens": 31}}  # English-only models take neither language nor task
 
 
 def test_multilingual_model_gets_language_and_task():
     runner, pipe = fake_runner(english_only=False)
     result = runner.transcribe(AudioPart(seconds(1)), TranscribeOptions(language="German", translate=True))
-    assert pipe.calls[0][2] == {"generate_kwargs": {"task": "translate", "language": "de"}}
+    assert pipe.calls[0][2] == {"generate_kwargs": {"task": "translate", "language": "de", "max_new_tokens": 31}}
     assert result.language == "de"
     with pytest.raises(InvalidParamError, match="unknown language 'klingon'") as err:
         runner.transcribe(AudioPart(seconds(1)), TranscribeOptions(language="klingon"))
@@ -115,14 +115,17 @@ def test_multilingual_model_reports_the_language_it_detected():
 
     runner, pipe = fake_runner(english_only=False, reply=reply)
     result = runner.transcribe(AudioPart(seconds(1)), TranscribeOptions())
-    assert pipe.calls[0][2] == {"generate_kwargs": {"task": "transcribe"}, "return_language": True}
+    assert pipe.calls[0][2] == {
+        "generate_kwargs": {"task": "transcribe", "max_new_tokens": 31},
+        "return_language": True,
+    }
     assert (result.language, result.text) == ("fr", "Bonjour.")
 
 
 def test_temperature_turns_on_sampling():
     runner, pipe = fake_runner()
     result = runner.transcribe(AudioPart(seconds(1)), TranscribeOptions(temperature=0.7))
-    assert pipe.calls[0][2]["generate_kwargs"] == {"do_sample": True, "temperature": 0.7}
+    assert pipe.calls[0][2]["generate_kwargs"] == {"do_sample": True, "temperature": 0.7, "max_new_tokens": 31}
     assert result.segments[0].temperature == 0.7
 
 
@@ -278,3 +281,13 @@ def test_real_translate_request_is_refused(runner: TranscribeRunner):
     audio, _ = speech("hello_world")
     with pytest.raises(UnsupportedInputError, match=r"whisper-tiny\.en"):
         runner.transcribe(audio, TranscribeOptions(translate=True))
+
+
+@pytest.mark.slow
+def test_silence_ends_quickly_instead_of_looping(runner):
+    """Whisper can loop on silence up to 448 tokens; the per-window budget keeps that to a few."""
+    from gemmacli.runners.transcribe import token_budget
+
+    result = runner.transcribe(AudioPart(np.zeros(SAMPLE_RATE, dtype=np.float32)), TranscribeOptions())
+    assert len(runner._pipe.tokenizer.encode(result.text, add_special_tokens=False)) <= token_budget(1.0)
+    assert token_budget(30.0) == 440 and token_budget(1.0) == 31

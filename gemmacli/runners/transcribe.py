@@ -32,6 +32,8 @@ QUIET_ENERGY = 1e-8  # mean square of a frame quieter than -80 dBFS: silence for
 BATCH_SIZE = 8  # windows decoded together; padding is per window, so this only costs memory
 MAX_PROMPT_TOKENS = 223  # half of Whisper's 448-token context, minus <|startofprev|> (as OpenAI's decoder)
 ENGLISH = {"en", "english"}
+MAX_NEW_TOKENS = 440  # Whisper's 448-token decoder context minus the start prompt
+TOKENS_PER_SECOND, MIN_NEW_TOKENS = 15, 16
 _SENTENCE_END = re.compile(r"[.!?。！？]['\")\]]*$")
 
 
@@ -138,6 +140,8 @@ class TranscribeRunner:
 
     def _run(self, samples: np.ndarray, windows: list[Window], options: TranscribeOptions, language: str | None):
         kwargs: dict[str, Any] = {"generate_kwargs": self._generate_kwargs(options, language)}
+        longest = max(w.end - w.start for w in windows) / SAMPLE_RATE
+        kwargs["generate_kwargs"]["max_new_tokens"] = token_budget(longest)
         if options.timestamps:
             if options.timestamps == "word" and not hasattr(self._pipe.model.generation_config, "alignment_heads"):
                 raise UnsupportedInputError(
@@ -185,6 +189,16 @@ class TranscribeRunner:
             )
             for i, (text, start, end) in enumerate(spans)
         )
+
+
+def token_budget(seconds: float) -> int:
+    """Most tokens a window of `seconds` may produce.
+
+    Speech runs at about 3 words (4-5 tokens) a second; timestamps add two per segment. Whisper can loop on
+    silence or noise until its 448-token limit, which with beam search takes minutes on a CPU; this bound
+    (three times fast speech) stops such loops early without clipping real speech.
+    """
+    return int(min(MAX_NEW_TOKENS, TOKENS_PER_SECOND * seconds + MIN_NEW_TOKENS))
 
 
 # --------------------------------------------------------------------- windows and timestamps

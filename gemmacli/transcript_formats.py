@@ -47,7 +47,7 @@ def _verbose(transcript: Transcript, task: Task) -> dict:
         raise InvalidParamError(f"unknown task {task!r}: use transcribe or translate", param="task")
     data = {
         "task": task,
-        "language": transcript.language,
+        "language": language_name(transcript.language),
         "duration": transcript.duration,
         "text": transcript.text,
         "segments": [_verbose_segment(s) for s in transcript.segments],
@@ -100,3 +100,10 @@ def _timestamp(seconds: float, decimal_mark: str) -> str:
     minutes, ms = divmod(ms, 60_000)
     secs, ms = divmod(ms, 1000)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal_mark}{ms:03d}"
+
+
+def language_name(code: str) -> str:
+    """OpenAI's verbose_json names the language ("english"), while Whisper and our Transcript use codes ("en")."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return LANGUAGES.get(code, code)

@@ -126,7 +126,7 @@ def test_verbose_json():
     data = json.loads(render(TWO_SEGMENTS, "verbose_json"))
     assert set(data) == {"task", "language", "duration", "text", "segments"}  # no words: none were asked for
     assert (data["task"], data["language"], data["duration"], data["text"]) == (
-        "transcribe", "en", 3661.5, "Hello there. General Kenobi!"
+        "transcribe", "english", 3661.5, "Hello there. General Kenobi!"
     )  # fmt: skip
     first, second = data["segments"]
     assert set(first) == set(second) == SEGMENT_KEYS
@@ -179,7 +179,7 @@ def test_every_format_of_a_real_transcript(transcribe_runner):
 
     data = json.loads(render(transcript, "verbose_json"))
     assert data["text"] == transcript.text == json.loads(render(transcript, "json"))["text"]
-    assert data["language"] == "en" and data["duration"] == pytest.approx(audio.samples.size / 16_000)
+    assert data["language"] == "english" and data["duration"] == pytest.approx(audio.samples.size / 16_000)
     assert all(set(s) == SEGMENT_KEYS and s["tokens"] for s in data["segments"])
     assert [w["word"] for w in data["words"]][:3] == ["The", "quick", "brown"]
     assert render(transcript, "text") == transcript.text + "\n"

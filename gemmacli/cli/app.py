@@ -6,7 +6,7 @@ import typer
 from typer.core import TyperGroup
 
 from gemmacli import __version__
-from gemmacli.cli.ui import stderr
+from gemmacli.cli.ui import error, stderr
 from gemmacli.errors import GemmacliError
 
 
@@ -17,7 +17,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except GemmacliError as exc:
-            stderr.print(f"[red]error:[/] {exc.message}", markup=True, highlight=False)
+            error(exc.message)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             stderr.print("interrupted")

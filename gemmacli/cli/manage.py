@@ -11,7 +11,7 @@ import typer
 from gemmacli.cli.app import app
 from gemmacli.cli.common import quiet_libraries
 from gemmacli.cli.options import JsonOpt, QuietOpt
-from gemmacli.cli.ui import emit, reporting, stderr, stdout
+from gemmacli.cli.ui import emit, error, reporting, stdout
 from gemmacli.errors import GemmacliError
 
 
@@ -56,7 +56,7 @@ def download(
             emit(f"{ref.name}\t{folder}")
         except GemmacliError as exc:
             failed += 1
-            stderr.print(f"[red]error:[/] {name}: {exc.message}")
+            error(f"{name}: {exc.message}")
     if failed:
         raise typer.Exit(1)
 

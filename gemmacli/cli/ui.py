@@ -12,6 +12,13 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)  # soft_wrap: an 
 stdout = Console(highlight=False, soft_wrap=True)  # tables only: rich would expand tabs in plain results
 
 
+def error(message: str) -> None:
+    """One `error: ...` line on stderr; the message is escaped, so `gemmacli[demo]` is not taken as markup."""
+    from rich.markup import escape
+
+    stderr.print(f"[red]error:[/] {escape(message)}")
+
+
 def emit(text: str, end: str = "\n") -> None:
     """A result on stdout exactly as given (JSON, TSV, streamed text), flushed so pipes see it at once."""
     sys.stdout.write(text + end)

@@ -117,3 +117,48 @@ def images() -> Path:
 @pytest.fixture(scope="session")
 def audio() -> Path:
     return DATA / "audio"
+
+
+# -- the server, on the same runners, over real HTTP on 127.0.0.1
+
+
+@pytest.fixture(scope="session")
+def registry(chat_runner, vision_runner, embed_runner, transcribe_runner):
+    from gemmacli.server.registry import Registry, ServedModel
+
+    return Registry(
+        [
+            ServedModel("gemma-3-270m", "chat", chat_runner, aliases=("google/gemma-3-270m", "gemma3:270m")),
+            ServedModel("tiny-gemma3-vision", "chat", vision_runner),
+            ServedModel("all-minilm-l6-v2", "embed", embed_runner),
+            ServedModel("whisper-tiny.en", "transcribe", transcribe_runner),
+        ]
+    )
+
+
+@pytest.fixture(scope="session")
+def server(registry):
+    """The real app on the demo models, served by uvicorn; yields its base URL."""
+    from liveserver import LiveServer
+
+    from gemmacli.server import create_app
+    from gemmacli.server.settings import ServerSettings
+
+    with LiveServer(create_app(registry, ServerSettings(max_concurrency=4))) as live:
+        yield live.url
+
+
+@pytest.fixture(scope="session")
+def openai_client(server):
+    """The official openai client, unmodified, pointed at the server."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def http(server):
+    import httpx
+
+    with httpx.Client(base_url=server, timeout=120) as client:
+        yield client

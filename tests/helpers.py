@@ -78,3 +78,19 @@ def fake_ct2_folder(folder: Path, variables: dict[str, np.ndarray], **kwargs) ->
     for name in ("config.json", "tokenizer.json"):
         (folder / name).write_bytes((ct2_source() / name).read_bytes())
     return folder
+
+
+_UNSET = object()
+
+
+def check_openai_error(response, status: int, *, param=_UNSET, code=_UNSET, type=_UNSET) -> dict:
+    """OpenAI's error shape exactly, {"error": {"message", "type", "param", "code"}}, with the fields given."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"] and set(body["error"]) == {"message", "type", "param", "code"}, body
+    error = body["error"]
+    assert isinstance(error["message"], str) and error["message"], error
+    for name, expected in (("param", param), ("code", code), ("type", type)):
+        if expected is not _UNSET:
+            assert error[name] == expected, error
+    return error

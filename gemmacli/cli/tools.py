@@ -6,6 +6,7 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,20 +14,54 @@ from rich.markup import escape
 from rich.table import Table
 
 from gemmacli.cli.app import app
-from gemmacli.cli.common import load_runner
+from gemmacli.cli.common import load_runner, quiet_libraries
 from gemmacli.cli.options import DEFAULT_CHAT_MODEL, DeviceOpt, DType, DTypeOpt, JsonOpt, QuietOpt, model_opt
-from gemmacli.cli.ui import emit, stderr, stdout
-from gemmacli.errors import GemmacliError
+from gemmacli.cli.ui import emit, error, reporting, stderr, stdout
 
 
-@app.command(epilog="[b]Example[/]\n\n  gemmacli serve -m gemma-3-270m")
+@app.command(
+    epilog="""[b]Examples[/]\n
+  gemmacli serve                                   [dim]# google/gemma-3-12b-it on 127.0.0.1:8000[/]\n
+  gemmacli serve -m gemma-3-270m -m all-minilm-l6-v2 -m whisper-tiny.en\n
+  gemmacli serve -m gemma-3-4b-it --host 0.0.0.0 --api-key $KEY --max-queue 16\n
+  GEMMACLI_MODELS=gemma-3-270m GEMMACLI_PORT=9000 gemmacli serve   [dim]# or put them in .env[/]"""
+)
 def serve(
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to serve (repeatable).")] = None,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port [default: 8000].", min=1, max=65535)] = None,
+    device: Annotated[str | None, typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    dtype: Annotated[DType | None, typer.Option(help="Weights dtype [default: auto].")] = None,
+    api_key: Annotated[list[str] | None, typer.Option(help="Accepted bearer key (repeatable).")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Requests running at once [default: 1].", min=1)] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Requests waiting; more get 429 [default: 64].", min=0)] = None,
+    request_timeout: Annotated[float | None, typer.Option(help="Seconds per request [default: 600].", min=1)] = None,
+    allow_remote_media: Annotated[
+        bool | None, typer.Option("--allow-remote-media/--no-remote-media", help="Accept http(s) image URLs.")
+    ] = None,
+    warmup: Annotated[bool | None, typer.Option("--warmup/--no-warmup", help="Run each model once first.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    env_file: Annotated[Path, typer.Option(help="KEY=VALUE file of GEMMACLI_* settings.")] = Path(".env"),
+    quiet: QuietOpt = False,
 ) -> None:
-    """OpenAI-compatible HTTP server. [yellow]Not available yet[/]: it is the next milestone."""
-    raise GemmacliError("`gemmacli serve` is not implemented yet; use chat, embed and transcribe meanwhile")
+    """OpenAI-compatible HTTP server: chat, completions, embeddings, audio, models, health, metrics.
+
+    Every flag can also be set as a GEMMACLI_* environment variable (GEMMACLI_MODELS=a,b, GEMMACLI_API_KEY=k1,k2)
+    or in a .env file; flags win over the environment, which wins over the file.
+    """
+    from gemmacli.server.launch import serve as run
+    from gemmacli.server.settings import ServerSettings
+
+    overrides = {
+        "models": tuple(model or ()), "host": host, "port": port, "device": device,
+        "dtype": dtype.value if dtype else None, "api_keys": tuple(api_key or ()),
+        "max_concurrency": max_concurrency, "max_queue": max_queue, "request_timeout": request_timeout,
+        "allow_remote_media": allow_remote_media, "warmup": warmup, "log_level": log_level,
+    }  # fmt: skip
+    settings = ServerSettings.load(overrides, dotenv=env_file)
+    quiet_libraries()
+    with reporting("preparing models", quiet=quiet) as report:
+        run(settings, report)
 
 
 @app.command(
@@ -59,7 +94,7 @@ def smoke(
     if not report.ok:
         failed = report.failed
         more = f" (and {len(failed) - 1} more failed checks)" if len(failed) > 1 else ""
-        stderr.print(f"[red]error:[/] {failed[0].name}: {failed[0].detail}{more}", highlight=False)
+        error(f"{failed[0].name}: {failed[0].detail}{more}")
         raise typer.Exit(1)
 
 

@@ -1,0 +1,78 @@
+"""create_app: the Litestar application around a registry of runners and one engine."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from gemmacli import __version__
+from gemmacli.server import errors
+from gemmacli.server.engine import Engine
+from gemmacli.server.metrics import Metrics
+from gemmacli.server.middleware import request_context
+from gemmacli.server.registry import Registry
+from gemmacli.server.routes import audio, chat, completions, embeddings, meta
+from gemmacli.server.services import Services
+from gemmacli.server.settings import ServerSettings
+
+ROUTES = [
+    meta.health, meta.metrics, meta.list_models, meta.get_model,
+    chat.chat_completions, completions.completions, embeddings.embeddings,
+    audio.transcriptions, audio.translations,
+]  # fmt: skip
+
+
+def create_app(
+    registry: Registry,
+    settings: ServerSettings = ServerSettings(),
+    *,
+    engine: Engine | None = None,
+    metrics: Metrics | None = None,
+    on_startup: list = (),
+    cors_origins: tuple[str, ...] = (),
+) -> Litestar:
+    """Everything the app uses is passed in: tests hand it ready runners, `gemmacli serve` loads them first."""
+    metrics = metrics or Metrics()
+    engine = engine or Engine(max_running=settings.max_concurrency, max_queue=settings.max_queue,
+                              on_change=metrics.engine_changed)  # fmt: skip
+    services = Services(registry, engine, metrics, settings)
+
+    def start_engine() -> None:
+        if not engine.alive:
+            engine.start()
+
+    def stop_engine() -> None:
+        engine.stop(timeout=5)
+
+    app = Litestar(
+        route_handlers=ROUTES,
+        dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
+        exception_handlers={Exception: errors.handle},
+        on_startup=[start_engine, *on_startup],
+        on_shutdown=[stop_engine],
+        request_max_body_size=settings.max_body_bytes,
+        cors_config=CORSConfig(allow_origins=list(cors_origins)) if cors_origins else None,
+        openapi_config=OpenAPIConfig(title="gemmacli", version=__version__, path="/docs"),
+        logging_config=None,
+        debug=False,
+        state={"services": services},
+    )
+    # Around routing, not inside it: unknown paths and refused keys get request ids, logs and counts too.
+    app.asgi_handler = request_context(settings.api_keys, metrics)(app.asgi_handler)
+    return app
+
+
+def configure_logging(level: str = "info") -> None:
+    """One JSON object per line on stderr: easy to grep, easy to ship."""
+    from gemmacli.server.logs import JsonFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("gemmacli")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False

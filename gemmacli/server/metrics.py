@@ -1,0 +1,34 @@
+"""Prometheus metrics, on a registry of the app's own (no process-wide state for tests to reset)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+TOKEN_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("gemmacli_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
+                                registry=r)  # fmt: skip
+        self.model_requests = Counter("gemmacli_model_requests", "Finished model requests", ["model", "endpoint"],
+                                      registry=r)  # fmt: skip
+        self.ttft = Histogram("gemmacli_time_to_first_token_seconds", "Time to first token", ["model"],
+                              buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.itl = Histogram("gemmacli_inter_token_latency_seconds", "Time between streamed tokens", ["model"],
+                             buckets=TOKEN_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.e2e = Histogram("gemmacli_e2e_request_latency_seconds", "End-to-end model request latency", ["model"],
+                             buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.prompt_tokens = Counter("gemmacli_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
+        self.generation_tokens = Counter("gemmacli_generation_tokens", "Tokens generated", ["model"], registry=r)
+        self.running = Gauge("gemmacli_requests_running", "Requests running on the inference thread", registry=r)
+        self.waiting = Gauge("gemmacli_requests_waiting", "Requests waiting for the inference thread", registry=r)
+
+    def engine_changed(self, running: int, waiting: int) -> None:
+        self.running.set(running)
+        self.waiting.set(waiting)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,65 @@
+"""POST /v1/audio/transcriptions and /v1/audio/translations: OpenAI's speech-to-text API over a TranscribeRunner."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from litestar import Response, post
+from litestar.enums import RequestEncodingType
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Schema
+from litestar.params import Body
+
+from gemmacli.server.metrics import Metrics
+from gemmacli.server.schema.audio import TranscriptionForm, TranslationForm
+from gemmacli.server.services import Services
+
+TRANSCRIPTIONS, TRANSLATIONS = "/v1/audio/transcriptions", "/v1/audio/translations"
+MULTIPART = Body(media_type=RequestEncodingType.MULTI_PART)
+
+
+@dataclass  # a dataclass of its own, so that the generated __init__ calls __post_init__
+class TranscriptOperation(Operation):
+    """OpenAPI: the 200 body is JSON for json/verbose_json and text/plain for text/srt/vtt, as OpenAI sends them."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if ok is not None:
+            text = Schema(type=OpenAPIType.STRING)
+            transcript = Schema(type=OpenAPIType.OBJECT, required=["text"], properties={"text": text})
+            ok.content = {"application/json": OpenAPIMediaType(schema=transcript),
+                          "text/plain": OpenAPIMediaType(schema=text)}  # fmt: skip
+
+
+@post(TRANSCRIPTIONS, status_code=200, before_request=TranscriptionForm.check_request,
+      operation_class=TranscriptOperation)  # fmt: skip
+async def transcriptions(data: Annotated[TranscriptionForm, MULTIPART], services: Services) -> Response[str]:
+    """Speech to text in the spoken language (WAV, FLAC, OGG or MP3 upload)."""
+    return await _transcribe(data, services, TRANSCRIPTIONS)
+
+
+@post(TRANSLATIONS, status_code=200, before_request=TranslationForm.check_request,
+      operation_class=TranscriptOperation)  # fmt: skip
+async def translations(data: Annotated[TranslationForm, MULTIPART], services: Services) -> Response[str]:
+    """Speech in any language to English text; English-only models answer 400."""
+    return await _transcribe(data, services, TRANSLATIONS)
+
+
+async def _transcribe(form: TranslationForm, services: Services, endpoint: str) -> Response[str]:
+    data = await form.file.read()
+    await form.file.close()  # Litestar spools uploads above 1 MB to an anonymous temporary file: free it now
+    served = services.registry.get(form.model, "transcribe")
+    runner, limits, options = served.runner, services.media_limits, form.options()
+    started = time.perf_counter()
+    # Decoding and resampling run on the inference thread too: they are CPU work that would stall the event loop.
+    transcript = await services.engine.call(
+        lambda: runner.transcribe(form.decode(data, limits), options), services.settings.request_timeout
+    )
+    _observe(services.metrics, served.id, endpoint, started)
+    return Response(form.render(transcript), media_type=form.media_type)
+
+
+def _observe(metrics: Metrics, model: str, endpoint: str, started: float) -> None:
+    metrics.model_requests.labels(model, endpoint).inc()
+    metrics.e2e.labels(model).observe(time.perf_counter() - started)

@@ -1,0 +1,36 @@
+"""POST /v1/embeddings: OpenAI's embeddings endpoint over an EmbedRunner."""
+
+from __future__ import annotations
+
+import time
+
+from litestar import post
+
+from gemmacli.server.metrics import Metrics
+from gemmacli.server.schema.embeddings import EmbeddingRequest, EmbeddingResponse
+from gemmacli.server.services import Services
+
+ENDPOINT = "/v1/embeddings"
+
+
+@post(ENDPOINT, status_code=200)
+async def embeddings(data: EmbeddingRequest, services: Services) -> EmbeddingResponse:
+    """Embed texts or token ids; vectors are unit length, as floats or base64 float32 (`encoding_format`).
+
+    Token ids must be the model's own: they are decoded to text with its tokenizer and embedded as that text.
+    """
+    served = services.registry.get(data.model, "embed")
+    runner = served.runner
+    started = time.perf_counter()
+    result = await services.engine.call(
+        lambda: runner.embed(data.texts(runner.tokenizer), dimensions=data.dimensions),
+        services.settings.request_timeout,
+    )
+    _observe(services.metrics, served.id, started, result.total_tokens)
+    return EmbeddingResponse.build(served.id, result, data.encoding_format)
+
+
+def _observe(metrics: Metrics, model: str, started: float, prompt_tokens: int) -> None:
+    metrics.model_requests.labels(model, ENDPOINT).inc()
+    metrics.e2e.labels(model).observe(time.perf_counter() - started)
+    metrics.prompt_tokens.labels(model).inc(prompt_tokens)

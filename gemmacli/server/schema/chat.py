@@ -1,0 +1,238 @@
+"""/v1/chat/completions wire types: the request converts itself to neutral Messages and GenParams,
+responses and stream chunks build themselves from Deltas and Completions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from gemmacli.errors import InvalidParamError, MediaError
+from gemmacli.media import MediaLimits, decode_audio, decode_image
+from gemmacli.server.schema.common import Usage, decode_base64, decode_data_url, new_id, now
+from gemmacli.server.schema.completions import (
+    GenerationRequest,
+    PositiveInt,
+    finish_reason,
+    unsupported,
+    wire_usage,
+)
+from gemmacli.types import Completion, Delta, GenParams, Message, Part, TextPart
+from gemmacli.types import Usage as NeutralUsage
+
+# -- request
+
+
+class MediaURL(Struct):
+    url: str
+    detail: str | None = None  # OpenAI's low/high/auto: the processor decides the resolution, so ignored
+
+
+class TextContent(Struct, tag_field="type", tag="text"):
+    text: str
+
+
+class ImageContent(Struct, tag_field="type", tag="image_url"):
+    image_url: MediaURL | str  # some clients send the URL bare
+
+
+class InputAudio(Struct):
+    data: str  # base64
+    format: str | None = None  # soundfile sniffs the container itself
+
+
+class AudioContent(Struct, tag_field="type", tag="input_audio"):
+    input_audio: InputAudio
+
+
+class AudioURLContent(Struct, tag_field="type", tag="audio_url"):
+    """vLLM's extension for audio by URL; only data: URLs here, like images."""
+
+    audio_url: MediaURL | str
+
+
+ContentPart = TextContent | ImageContent | AudioContent | AudioURLContent
+
+
+class ChatMessage(Struct, kw_only=True):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None  # accepted, ignored: Gemma's template has no participant names
+    tool_calls: list[Any] | None = None
+
+
+class ResponseFormat(Struct):
+    type: str
+
+
+class ChatCompletionRequest(GenerationRequest, kw_only=True):
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    max_completion_tokens: PositiveInt | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[Any] | None = None
+    function_call: str | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None  # audio *output*
+
+    def check(self) -> None:
+        super().check()
+        if self.logprobs:
+            unsupported("logprobs", "logprobs are not supported")
+        if self.top_logprobs:
+            unsupported("top_logprobs", "top_logprobs is not supported")
+        for name in ("tools", "functions"):
+            if getattr(self, name):
+                unsupported(name, f"{name} (function calling) is not supported")
+        for name in ("tool_choice", "function_call"):
+            if getattr(self, name) not in (None, "none", "auto"):  # "auto" with no tools is a no-op
+                unsupported(name, f"{name} (function calling) is not supported")
+        if self.response_format is not None and self.response_format.type != "text":
+            unsupported("response_format", f"response_format {self.response_format.type!r} is not supported")
+        if self.audio is not None or any(m != "text" for m in self.modalities or ()):
+            unsupported("modalities" if self.audio is None else "audio", "only text output is supported")
+        for i, message in enumerate(self.messages):
+            if message.tool_calls:
+                unsupported(f"messages[{i}].tool_calls", "tool calls are not supported")
+
+    def to_params(self) -> GenParams:
+        params = super().to_params()
+        # max_completion_tokens is OpenAI's newer name; when a client sends both, it is the one it means.
+        return replace(params, max_tokens=self.max_completion_tokens or params.max_tokens)
+
+    @property
+    def has_media(self) -> bool:
+        """Decoding media costs real CPU: the route moves such requests off the event loop."""
+        return any(not isinstance(p, TextContent) for m in self.messages if isinstance(m.content, list)
+                   for p in m.content)  # fmt: skip
+
+    def to_messages(self, limits: MediaLimits, *, allow_remote: bool = False) -> list[Message]:
+        return [_message(m, f"messages[{i}]", limits, allow_remote) for i, m in enumerate(self.messages)]
+
+
+def _message(message: ChatMessage, param: str, limits: MediaLimits, allow_remote: bool) -> Message:
+    role = "system" if message.role == "developer" else message.role  # developer is OpenAI's new name for system
+    content = message.content
+    if content is None:
+        if role != "assistant":
+            raise InvalidParamError(f"{param}.content is required for {message.role} messages", param=param)
+        return Message(role, "")
+    if isinstance(content, str):
+        return Message(role, content)
+    parts = [_part(p, f"{param}.content[{j}]", limits, allow_remote) for j, p in enumerate(content)]
+    if all(isinstance(p, TextPart) for p in parts):
+        return Message(role, "\n".join(p.text for p in parts))  # text-only: one string, as most templates expect
+    if role != "user":
+        raise InvalidParamError(f"images and audio are only accepted in user messages ({param})", param=param)
+    return Message(role, tuple(parts))
+
+
+def _part(part: ContentPart, param: str, limits: MediaLimits, allow_remote: bool) -> Part:
+    if isinstance(part, TextContent):
+        return TextPart(part.text)
+    try:
+        if isinstance(part, ImageContent):
+            param += ".image_url"
+            data = _fetch(part.image_url, param, limits.max_image_bytes, allow_remote)
+            return decode_image(data, limits, name=param)
+        if isinstance(part, AudioContent):
+            param += ".input_audio.data"
+            return decode_audio(decode_base64(part.input_audio.data, param=param), limits, name=param)
+        param += ".audio_url"
+        return decode_audio(_fetch(part.audio_url, param, limits.max_audio_bytes, allow_remote), limits, name=param)
+    except MediaError as exc:
+        exc.param = exc.param or param
+        raise
+
+
+def _fetch(url: MediaURL | str, param: str, max_bytes: int, allow_remote: bool) -> bytes:
+    """Media bytes from a data: URL; http(s) URLs are refused (fetching them is a separate hardening job)."""
+    url = url if isinstance(url, str) else url.url
+    if url[:8].lower().startswith(("http://", "https://")):
+        if not allow_remote:
+            raise MediaError("remote media URLs are turned off on this server; send the file inline as a data: URL "
+                             "(data:image/png;base64,...)", param=param)  # fmt: skip
+        raise MediaError("fetching remote media URLs is not supported yet; send a data: URL instead", param=param)
+    return decode_data_url(url, param=param, max_bytes=max_bytes)
+
+
+# -- response
+
+
+class AssistantMessage(Struct, kw_only=True):
+    role: str = "assistant"
+    content: str
+    refusal: None = None
+
+
+class ChatChoice(Struct):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class ChatCompletion(Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: None = None
+
+    @classmethod
+    def build(cls, model: str, completion: Completion) -> ChatCompletion:
+        choice = ChatChoice(0, AssistantMessage(content=completion.text), finish_reason(completion.finish_reason))
+        return cls(id=new_id("chatcmpl"), created=now(), model=model, choices=[choice],
+                   usage=wire_usage(completion.usage))  # fmt: skip
+
+
+class ChunkDelta(Struct):
+    role: str | UnsetType = UNSET
+    content: str | UnsetType = UNSET
+
+
+class ChunkChoice(Struct):
+    index: int
+    delta: ChunkDelta
+    finish_reason: str | None = None  # explicitly null until the last choice chunk
+    logprobs: None = None
+
+
+class ChatCompletionChunk(Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | UnsetType | None = UNSET  # null on every chunk when include_usage, else absent
+    system_fingerprint: None = None
+
+
+class ChatChunks:
+    """Turns deltas into OpenAI's chunk sequence; all chunks share one id and created time."""
+
+    def __init__(self, model: str, include_usage: bool):
+        self.id, self.created, self.model, self.include_usage = new_id("chatcmpl"), now(), model, include_usage
+
+    def _chunk(self, choices: list[ChunkChoice], usage: Any = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices,
+                                   usage=usage if self.include_usage else UNSET)  # fmt: skip
+
+    def opening(self) -> list[ChatCompletionChunk]:
+        return [self._chunk([ChunkChoice(0, ChunkDelta(role="assistant", content=""))])]
+
+    def on_delta(self, index: int, delta: Delta) -> list[ChatCompletionChunk]:
+        chunks = [self._chunk([ChunkChoice(index, ChunkDelta(content=delta.text))])] if delta.text else []
+        if delta.finish_reason is not None:
+            # Like OpenAI, the finish reason rides on its own chunk with an empty delta.
+            chunks.append(self._chunk([ChunkChoice(index, ChunkDelta(), finish_reason(delta.finish_reason))]))
+        return chunks
+
+    def closing(self, usage: NeutralUsage) -> list[ChatCompletionChunk]:
+        return [self._chunk([], wire_usage(usage))] if self.include_usage else []

@@ -1,0 +1,183 @@
+"""/v1/completions wire types, and the sampling fields /v1/chat/completions shares with them.
+
+Requests convert themselves (`to_params`, `to_prompts`) and responses build themselves from neutral
+types, so the routes do no field mapping (vLLM's `to_sampling_params` idea). msgspec checks types and
+ranges while decoding; what it cannot express (a field we do not implement) `check()` refuses by name.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from gemmacli.errors import InvalidParamError
+from gemmacli.server.schema.common import Usage, new_id, now
+from gemmacli.types import Completion, Delta, FinishReason, GenParams
+from gemmacli.types import Usage as NeutralUsage
+
+# Ranges as OpenAI documents them; msgspec rejects anything outside with "- at `$.field`".
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+
+
+class StreamOptions(Struct):
+    include_usage: bool = False
+
+
+class GenerationRequest(Struct, kw_only=True):
+    """The fields both text endpoints share. Unset sampling fields stay None: the model's defaults apply."""
+
+    # Accepted and ignored: they change nothing about the tokens we produce (or are bookkeeping).
+    IGNORED: ClassVar[tuple[str, ...]] = ("user", "metadata", "store", "service_tier", "parallel_tool_calls",
+                                          "prediction", "stream_options.include_obfuscation")  # fmt: skip
+
+    model: str
+    max_tokens: PositiveInt | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    top_k: Annotated[int, Meta(ge=-1)] | None = None  # -1 and 0 both mean "off" (vLLM uses -1)
+    min_p: Probability | None = None
+    repetition_penalty: Annotated[float, Meta(gt=0.0, le=100.0)] | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: PositiveInt | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+    def check(self) -> None:
+        """Refuse, by name, every field set to something we would otherwise silently not honour."""
+        if self.n not in (None, 1):
+            unsupported("n", "only n=1 is supported; send several requests for several choices")
+        if self.logit_bias:
+            unsupported("logit_bias", "logit_bias is not supported")
+
+    def to_params(self) -> GenParams:
+        self.check()
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return GenParams(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=0 if self.top_k == -1 else self.top_k,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            stop=tuple(s for s in stop if s),  # an empty stop string would end every generation at once
+            seed=self.seed,
+        )
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+
+def unsupported(param: str, message: str) -> None:
+    raise InvalidParamError(message, param=param)
+
+
+def finish_reason(reason: FinishReason | None) -> str | None:
+    """The runner reports "cancelled" only when the client is gone or timed out; OpenAI has no such value,
+    and "length" (the text was cut short) is the truthful one of its own."""
+    return "length" if reason == "cancelled" else reason
+
+
+def wire_usage(usage: NeutralUsage) -> Usage:
+    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+
+
+# -- /v1/completions
+
+
+TextPrompt = str | tuple[int, ...]  # a string to tokenize, or token ids fed as they are
+
+
+class CompletionRequest(GenerationRequest, kw_only=True):
+    prompt: str | list[str | int | list[int]]
+    echo: bool | None = False
+    suffix: str | None = None
+    best_of: int | None = None
+    logprobs: int | None = None
+
+    def check(self) -> None:
+        super().check()
+        if self.echo:
+            unsupported("echo", "echo=true is not supported")
+        if self.suffix:
+            unsupported("suffix", "suffix (fill in the middle) is not supported")
+        if self.best_of not in (None, 1):
+            unsupported("best_of", "only best_of=1 is supported")
+        if self.logprobs is not None:
+            unsupported("logprobs", "logprobs are not supported")
+
+    def to_prompts(self) -> list[TextPrompt]:
+        """The four shapes OpenAI accepts: a string, strings, token ids, lists of token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if not p:
+            raise InvalidParamError("prompt must not be an empty list", param="prompt")
+        if all(isinstance(x, str) for x in p):
+            return list(p)
+        if all(isinstance(x, int) for x in p):
+            return [tuple(p)]
+        if all(isinstance(x, list) for x in p):
+            if not all(p):
+                raise InvalidParamError("prompt token id lists must not be empty", param="prompt")
+            return [tuple(ids) for ids in p]
+        raise InvalidParamError(
+            "prompt must be a string, a list of strings, a list of token ids or a list of token id lists",
+            param="prompt",
+        )
+
+
+class CompletionChoice(Struct):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class TextCompletion(Struct, kw_only=True):
+    id: str
+    object: str = "text_completion"  # streamed chunks too, as OpenAI sends them
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | UnsetType | None = UNSET  # absent on stream chunks unless include_usage asked for it
+    system_fingerprint: None = None
+
+    @classmethod
+    def build(cls, model: str, completions: list[Completion], usage: NeutralUsage) -> TextCompletion:
+        choices = [CompletionChoice(i, c.text, finish_reason(c.finish_reason)) for i, c in enumerate(completions)]
+        return cls(id=new_id("cmpl"), created=now(), model=model, choices=choices, usage=wire_usage(usage))
+
+
+class CompletionChunks:
+    """Turns deltas into stream chunks; every chunk shares one id and created time, as OpenAI's do."""
+
+    def __init__(self, model: str, include_usage: bool):
+        self.id, self.created, self.model, self.include_usage = new_id("cmpl"), now(), model, include_usage
+
+    def _chunk(self, choices: list[CompletionChoice], usage: Any = None) -> TextCompletion:
+        return TextCompletion(id=self.id, created=self.created, model=self.model, choices=choices,
+                              usage=usage if self.include_usage else UNSET)  # fmt: skip
+
+    def opening(self) -> list[TextCompletion]:
+        return []
+
+    def on_delta(self, index: int, delta: Delta) -> list[TextCompletion]:
+        if delta.finish_reason is None:
+            return [self._chunk([CompletionChoice(index, delta.text, None)])]
+        # The last choice chunk carries the finish reason (and whatever text the stop matcher held back).
+        return [self._chunk([CompletionChoice(index, delta.text, finish_reason(delta.finish_reason))])]
+
+    def closing(self, usage: NeutralUsage) -> list[TextCompletion]:
+        return [self._chunk([], wire_usage(usage))] if self.include_usage else []

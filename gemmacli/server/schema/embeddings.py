@@ -1,0 +1,114 @@
+"""OpenAI's /v1/embeddings wire types: the request turns itself into texts, the response builds itself from Embeddings.
+
+`input` takes every shape OpenAI's API takes: a string, a list of strings, a list of token ids or a list of
+token-id lists. Token ids must come from the served model's own tokenizer (not tiktoken): they are decoded back
+to text with it, special tokens dropped, and embedded like that text, so a client that tokenized the text itself
+gets the same vector as for the text. Inputs longer than the model's window are truncated to it, as
+sentence-transformers does (OpenAI refuses them instead); `usage` counts the tokens really embedded.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+
+from gemmacli.errors import InvalidParamError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gemmacli.types import Embeddings
+
+MAX_INPUTS = 2048  # OpenAI's limit per request; it also bounds what one request can put on the inference thread
+
+# msgspec allows one array type per union, so the list's items are a union and texts() refuses a mix of kinds.
+Input = str | list[str | int | list[int]]
+_INPUT_DOC = "A string, a list of strings, a list of token ids or a list of token-id lists (the model's own ids)."
+
+
+class EmbeddingRequest(msgspec.Struct, kw_only=True):
+    model: str
+    input: Annotated[Input, msgspec.Meta(description=_INPUT_DOC)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int | None, msgspec.Meta(description="Keep the first N dimensions, renormalised.")] = None
+    user: str | None = None  # accepted for compatibility, not used
+
+    def __post_init__(self) -> None:
+        # Runs while Litestar decodes the body, so a malformed input is refused before the request queues.
+        _check_shape(self.items)
+
+    @property
+    def items(self) -> list[Any]:
+        """The input as a list: one text, or one token-id list, becomes a list of one."""
+        if isinstance(self.input, str) or (self.input and all(isinstance(i, int) for i in self.input)):
+            return [self.input]
+        return list(self.input)
+
+    def texts(self, tokenizer: Any) -> list[str]:
+        """The texts to embed. Token ids are decoded with `tokenizer`: call this on the inference thread."""
+        return [item if isinstance(item, str) else _decode(item, tokenizer) for item in self.items]
+
+
+def _check_shape(items: list[Any]) -> None:
+    if not items:
+        raise InvalidParamError("input must not be empty", param="input")
+    if len(items) > MAX_INPUTS:
+        raise InvalidParamError(f"input holds {len(items)} items; the limit is {MAX_INPUTS}", param="input")
+    if len({type(item) for item in items}) > 1:
+        raise InvalidParamError(
+            "input mixes strings and token ids: send a string, a list of strings, a list of token ids "
+            "or a list of token-id lists",
+            param="input",
+        )
+    if any(len(item) == 0 for item in items):
+        raise InvalidParamError("input must not contain an empty string or an empty token list", param="input")
+
+
+def _decode(ids: list[int], tokenizer: Any) -> str:
+    vocab = len(tokenizer)
+    bad = next((i for i in ids if not 0 <= i < vocab), None)
+    if bad is not None:
+        raise InvalidParamError(
+            f"token id {bad} is outside this model's vocabulary (0 to {vocab - 1}); send the model's own token ids",
+            param="input",
+        )
+    # Special tokens are dropped: embedding the text adds the model's own [CLS]/[SEP] again.
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+class EmbeddingObject(msgspec.Struct, kw_only=True):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # floats, or base64 of little-endian float32 bytes
+
+
+class EmbeddingUsage(msgspec.Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(msgspec.Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingObject]
+    model: str
+    usage: EmbeddingUsage
+
+    @classmethod
+    def build(cls, model: str, result: Embeddings, encoding_format: str) -> EmbeddingResponse:
+        encode = _base64 if encoding_format == "base64" else _floats
+        return cls(
+            data=[EmbeddingObject(index=i, embedding=encode(v)) for i, v in enumerate(result.vectors)],
+            model=model,
+            usage=EmbeddingUsage(prompt_tokens=result.total_tokens, total_tokens=result.total_tokens),
+        )
+
+
+def _floats(vector: np.ndarray) -> list[float]:
+    return vector.tolist()  # the float32 values as Python floats, exactly what `gemmacli embed` prints
+
+
+def _base64(vector: np.ndarray) -> str:
+    # What the openai client decodes with np.frombuffer(..., dtype="float32"): 4 bytes a value, little-endian.
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")

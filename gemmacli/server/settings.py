@@ -1,0 +1,78 @@
+"""Server settings: one typed object; flags override GEMMACLI_* variables, which override a .env file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from gemmacli.errors import GemmacliError
+
+DEFAULT_CHAT_MODEL = "google/gemma-3-12b-it"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    models: tuple[str, ...] = (DEFAULT_CHAT_MODEL,)  # served models; the task of each comes from its config
+    host: str = "127.0.0.1"  # address to bind; loopback unless asked otherwise
+    port: int = 8000  # TCP port
+    device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
+    dtype: str = "auto"  # auto, bfloat16, float16 or float32
+    api_keys: tuple[str, ...] = ()  # bearer keys accepted; empty = no auth
+    max_concurrency: int = 1  # requests running on the inference thread at once
+    max_queue: int = 64  # requests waiting beyond that; more get 429
+    request_timeout: float = 600.0  # seconds a request may wait and run before it is abandoned
+    max_body_bytes: int = 50 * 1024 * 1024  # request bodies above this get 413
+    allow_remote_media: bool = False  # fetch http(s) image URLs (off: data: URLs only)
+    warmup: bool = True  # run each model once before /health says ready
+    log_level: str = "info"  # debug, info, warning or error
+    catalog: Path | None = None  # extra catalog entries (TOML)
+
+    @classmethod
+    def load(cls, overrides: dict[str, Any], environ: dict[str, str] | None = None, dotenv: Path | None = None):
+        """Defaults < .env file < environment < explicit overrides (flags); None in overrides means "not given"."""
+        env = dict(read_dotenv(dotenv or Path(".env")))
+        env.update(os.environ if environ is None else environ)
+        values = {}
+        for f in fields(cls):
+            raw = env.get(f"GEMMACLI_{f.name.upper()}")
+            if f.name == "api_keys" and raw is None:
+                raw = env.get("GEMMACLI_API_KEY")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw, getattr(cls, f.name, None) if f.name != "models" else ())
+        values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+        return replace(cls(), **values)
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines; # comments and blank lines ignored; values may be quoted."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        out[key.strip()] = value.strip().strip("'\"")
+    return out
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    try:
+        if name in ("models", "api_keys"):
+            return tuple(v.strip() for v in raw.split(",") if v.strip())
+        if isinstance(default, bool):
+            if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if name == "catalog":
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise GemmacliError(f"GEMMACLI_{name.upper()}={raw!r} is not a valid value") from None

@@ -1,0 +1,33 @@
+"""Run an ASGI app under uvicorn on 127.0.0.1 in a background thread, for tests that speak real HTTP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+
+class LiveServer:
+    def __init__(self, app, host: str = "127.0.0.1"):
+        with socket.socket() as s:  # a free port, chosen by the OS
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        self.url = f"http://{host}:{port}"
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)

@@ -375,3 +375,21 @@ def test_timeout_mid_stream_is_one_error_event_then_the_end(registry):
     error = json.loads(events[-1])
     assert list(error) == ["error"] and error["error"]["code"] == "timeout"
     assert b"[DONE]" not in events and all("choices" in json.loads(e) for e in events[:-1])
+
+
+@pytest.mark.slow
+def test_cli_and_server_give_the_same_greedy_text(openai_client, gemma_dir):
+    """`gemmacli chat` and /v1/chat/completions share the runner: the same prompt gives the same text."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from gemmacli.cli import app
+
+    prompt = "Name three fruits."
+    cli = CliRunner().invoke(app, ["chat", prompt, "--temperature", "0", "--max-tokens", "16", "--json", "-q"])
+    assert cli.exit_code == 0, cli.output
+    http = openai_client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=16
+    )
+    assert json.loads(cli.stdout)["text"] == http.choices[0].message.content

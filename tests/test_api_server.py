@@ -130,3 +130,24 @@ def test_bad_setting_values_are_one_clear_error():
         ServerSettings.load({}, environ={"GEMMACLI_PORT": "eighty"})
     with pytest.raises(GemmacliError, match="GEMMACLI_WARMUP"):
         ServerSettings.load({}, environ={"GEMMACLI_WARMUP": "perhaps"})
+
+
+class BrokenChatRunner:
+    """Fails the way a bug would, with a path in its message that must not reach the client."""
+
+    def encode_chat(self, messages):
+        raise RuntimeError("failure in /opt/secret/gemmacli/runners/chat.py line 42")
+
+    encode_text = encode_chat
+
+
+def test_a_runner_bug_is_a_500_without_internals_and_the_server_keeps_serving():
+    registry = Registry([ServedModel("broken", "chat", BrokenChatRunner())])
+    with TestClient(create_app(registry, ServerSettings())) as client:
+        body = {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}
+        response = client.post("/v1/chat/completions", json=body, headers={"X-Request-Id": "req-500"})
+        error = assert_error(response, 500, code="internal_error")
+        assert error["type"] == "server_error" and "req-500" in error["message"]
+        assert "/opt/secret" not in response.text and "Traceback" not in response.text
+        assert client.get("/health").status_code == 200
+        assert_error(client.post("/v1/chat/completions", json={**body, "stream": True}), 500)

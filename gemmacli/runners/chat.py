@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gemmacli.device import Placement
 from gemmacli.errors import GemmacliError, InvalidParamError, UnsupportedInputError
-from gemmacli.types import GLOBAL_GEN_DEFAULTS, Completion, Delta, GenParams, Message, TextPart, Usage
+from gemmacli.types import GLOBAL_GEN_DEFAULTS, Completion, Delta, GenParams, Message, TextPart
 
 
 @dataclass(frozen=True)
@@ -109,39 +109,24 @@ class ChatRunner:
     def generate(
         self, prompt: Prompt, params: GenParams = GenParams(), *, cancelled: Callable[[], bool] = lambda: False
     ) -> Iterator[Delta]:
-        import torch
+        """Decode `prompt` alone: a batch of one, over the same code a shared batch runs."""
+        from gemmacli.runners.batch import DecodeBatch
 
-        from gemmacli.runners.decode import decode
-        from gemmacli.runners.sampling import Sampler, SamplingConfig
-        from gemmacli.runners.text_stream import IncrementalDecoder, StopMatcher
+        generation = self.start(prompt, params, cancelled)
+        batch = DecodeBatch(self.model)
+        yield from generation.on_token(batch.prefill(generation.member, prompt.input_ids, prompt.extra_inputs))
+        while batch:
+            for _, token in batch.step():
+                yield from generation.on_token(token)
+        if not generation.finished:  # the batch let it go without an end: it was cancelled
+            yield generation.cancel()
+
+    def start(self, prompt: Prompt, params: GenParams, cancelled: Callable[[], bool] = lambda: False):
+        """A TextGeneration for `prompt`, with the request's, the model's and the global defaults merged."""
+        from gemmacli.runners.generation import TextGeneration
 
         params = params.with_defaults(self.defaults, GLOBAL_GEN_DEFAULTS)
-        max_new = self._max_new_tokens(prompt, params)
-        config = SamplingConfig.from_params(params)
-        prompt_ids = prompt.input_ids[0]
-        sampler = Sampler(config, prompt_ids, self.model.config.get_text_config().vocab_size, self.model.device)
-        text_out, stops = IncrementalDecoder(self.tokenizer, prompt_ids.tolist()), StopMatcher(params.stop)
-        mask = torch.ones_like(prompt.input_ids)
-        generated, finish = 0, "length"
-        steps = decode(self.model, prompt.input_ids, mask, [sampler], max_new, self.eos_ids, prompt.extra_inputs,
-                       cancelled)  # fmt: skip
-        for (token,) in steps:
-            generated += 1
-            if token in self.eos_ids:
-                finish = "stop"
-                break
-            piece = stops.feed(text_out.push(token))
-            if stops.stopped:
-                finish = "stop"
-                if piece:
-                    yield Delta(piece, (token,))
-                break
-            if piece:
-                yield Delta(piece, (token,))
-        else:
-            finish = "cancelled" if cancelled() else "length"
-        usage = Usage(prompt.length, generated, prompt.image_tokens)
-        yield Delta(stops.flush() if finish != "stop" else "", (), finish, usage)
+        return TextGeneration(self, prompt, params, self._max_new_tokens(prompt, params), cancelled)
 
     def decode_batch(self, prompts: Sequence[str], params: GenParams = GenParams()) -> Iterator[list[int | None]]:
         """Plain-text prompts decoded together (left-padded): one list of new token ids per step.

@@ -393,3 +393,40 @@ def test_cli_and_server_give_the_same_greedy_text(openai_client, gemma_dir):
         model=MODEL, messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=16
     )
     assert json.loads(cli.stdout)["text"] == http.choices[0].message.content
+
+
+@pytest.mark.slow
+def test_concurrent_requests_decode_in_one_batch_and_match_alone(registry, chat_runner):
+    """Requests to one model share a batch: each gets the greedy text it would get alone."""
+    import asyncio
+
+    import torch
+
+    from gemmacli.runners.generation import ChatBatch
+    from gemmacli.server.settings import ServerSettings
+
+    sizes: list[int] = []
+    original = ChatBatch.step
+
+    def spying(self):
+        sizes.append(len(self))
+        return original(self)
+
+    prompts = ["Monday, Tuesday, Wednesday,", "One, two, three,", "The capital of France is", "Red, green,"]
+    alone = [chat_runner.complete_text(p, GenParams(temperature=0, max_tokens=12)).text for p in prompts]
+
+    async def together(url):
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            bodies = [{"model": MODEL, "prompt": p, "temperature": 0, "max_tokens": 12} for p in prompts]
+            replies = await asyncio.gather(*(client.post("/v1/completions", json=b) for b in bodies))
+        return [r.json()["choices"][0]["text"] for r in replies]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ChatBatch, "step", spying)
+        with live_app(registry, ServerSettings(max_concurrency=4)) as (url, _):
+            texts = asyncio.run(together(url))
+    if chat_runner.model.dtype == torch.float32:
+        assert texts == alone
+    else:  # bf16 rounding differs with the batch shape: compare the start only
+        assert [t[:8] for t in texts] == [a[:8] for a in alone]
+    assert max(sizes) >= 2  # at least two requests really shared decode steps

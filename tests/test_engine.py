@@ -145,3 +145,67 @@ def test_gauges_follow_running_and_waiting():
     finally:
         engine.stop(timeout=5)
     assert (1, 0) in changes and changes[-1] == (0, 0)
+
+
+class CountItem:
+    """Counts to `n`, one number per batch step."""
+
+    def __init__(self, n: int):
+        self.n, self.sent, self.finished = n, 0, False
+
+    def advance(self) -> list[int]:
+        self.sent += 1
+        self.finished = self.sent >= self.n
+        return [self.sent]
+
+
+class FakeBatch:
+    def __init__(self, fail_at: int | None = None):
+        self.items, self.sizes, self.fail_at, self.resets = [], [], fail_at, 0
+
+    def __len__(self):
+        return len(self.items)
+
+    def add(self, item):
+        self.items.append(item)
+        return []
+
+    def step(self):
+        self.sizes.append(len(self.items))
+        if self.fail_at is not None and len(self.sizes) == self.fail_at:
+            raise RuntimeError("batch broke")
+        out = [(item, item.advance()) for item in self.items]
+        self.items = [i for i in self.items if not i.finished]
+        return out
+
+    def reset(self):
+        self.items, self.resets = [], self.resets + 1
+
+
+def test_batched_jobs_of_one_key_share_steps(engine):
+    from gemmacli.server.engine import Batched
+
+    batch = FakeBatch()
+
+    async def main():
+        async def run_one(n):
+            return [x async for x in engine.stream(lambda cancelled: Batched("model", CountItem(n), lambda: batch))]
+
+        return await asyncio.gather(run_one(3), run_one(5))
+
+    assert run(main()) == [[1, 2, 3], [1, 2, 3, 4, 5]]
+    assert max(batch.sizes) == 2 and engine.running == 0
+
+
+def test_a_failed_batch_step_fails_its_jobs_and_the_engine_goes_on(engine):
+    from gemmacli.server.engine import Batched
+
+    batch = FakeBatch(fail_at=2)
+
+    async def main():
+        with pytest.raises(RuntimeError, match="batch broke"):
+            async for _ in engine.stream(lambda cancelled: Batched("m", CountItem(5), lambda: batch)):
+                pass
+        return await engine.call(lambda: "still serving")
+
+    assert run(main()) == "still serving" and batch.resets == 1

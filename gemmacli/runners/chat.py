@@ -110,16 +110,17 @@ class ChatRunner:
         self, prompt: Prompt, params: GenParams = GenParams(), *, cancelled: Callable[[], bool] = lambda: False
     ) -> Iterator[Delta]:
         """Decode `prompt` alone: a batch of one, over the same code a shared batch runs."""
-        from gemmacli.runners.batch import DecodeBatch
-
-        generation = self.start(prompt, params, cancelled)
-        batch = DecodeBatch(self.model)
-        yield from generation.on_token(batch.prefill(generation.member, prompt.input_ids, prompt.extra_inputs))
+        batch = self.new_batch()
+        yield from batch.add(self.start(prompt, params, cancelled))
         while batch:
-            for _, token in batch.step():
-                yield from generation.on_token(token)
-        if not generation.finished:  # the batch let it go without an end: it was cancelled
-            yield generation.cancel()
+            for _, deltas in batch.step():
+                yield from deltas
+
+    def new_batch(self):
+        """An empty ChatBatch of this model: TextGenerations added to it decode together."""
+        from gemmacli.runners.generation import ChatBatch
+
+        return ChatBatch(self.model)
 
     def start(self, prompt: Prompt, params: GenParams, cancelled: Callable[[], bool] = lambda: False):
         """A TextGeneration for `prompt`, with the request's, the model's and the global defaults merged."""

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gemmacli.device import Placement
 from gemmacli.errors import InvalidParamError
 from gemmacli.types import Embeddings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class EmbedRunner:
@@ -41,20 +45,34 @@ class EmbedRunner:
 
         if not texts:
             raise InvalidParamError("input must not be empty", param="input")
-        if dimensions is not None and not 1 <= dimensions <= self.dimensions:
-            raise InvalidParamError(
-                f"dimensions must be between 1 and {self.dimensions} for {self.name}, got {dimensions}",
-                param="dimensions",
-            )
+        check_dimensions(dimensions, self.dimensions, self.name)
         vectors = self.model.encode(
             list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False
         ).astype(np.float32)
-        if dimensions is not None:
-            vectors = vectors[:, :dimensions]
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return Embeddings(vectors / np.maximum(norms, 1e-12), self.count_tokens(texts))
+        return Embeddings(truncate(vectors, dimensions), self.count_tokens(texts))
 
     def count_tokens(self, texts: Sequence[str]) -> tuple[int, ...]:
         """Tokens each input really used (after truncation to the model's window)."""
         lengths = self.tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=self.max_tokens)
         return tuple(len(ids) for ids in lengths["input_ids"])
+
+
+def truncate(vectors: np.ndarray, dimensions: int | None = None) -> np.ndarray:
+    """(N, D) -> (N, dimensions): keep the first `dimensions` values and renormalise to unit length.
+
+    Matryoshka-style cutting; the server embeds a batch once at full size and cuts per request with this.
+    """
+    import numpy as np
+
+    if dimensions is not None:
+        vectors = vectors[:, :dimensions]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def check_dimensions(dimensions: int | None, available: int, model: str) -> None:
+    """Refuse a `dimensions` the model cannot give, before any work is queued for it."""
+    if dimensions is not None and not 1 <= dimensions <= available:
+        raise InvalidParamError(
+            f"dimensions must be between 1 and {available} for {model}, got {dimensions}", param="dimensions"
+        )

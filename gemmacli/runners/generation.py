@@ -47,3 +47,41 @@ class TextGeneration:
         tail = self._stops.flush() if reason != "stop" else ""
         usage = Usage(self.prompt.length, len(self.member.tokens), self.prompt.image_tokens)
         return Delta(tail, (), reason, usage)
+
+
+class ChatBatch:
+    """TextGenerations of one model decoding together: `add` prefills one, `step` advances all by a token.
+
+    Used alone by ChatRunner.generate (a batch of one) and shared by the server's engine across requests.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every generation (after a failed step, whose cache state cannot be trusted)."""
+        from gemmacli.runners.batch import DecodeBatch
+
+        self.batch = DecodeBatch(self.model)
+        self.generations: dict[Member, TextGeneration] = {}
+
+    def __len__(self) -> int:
+        return len(self.generations)
+
+    def add(self, generation: TextGeneration) -> list[Delta]:
+        """Prefill the prompt and return the first token's deltas; unless already finished, it joins the batch."""
+        prompt = generation.prompt
+        deltas = list(generation.on_token(self.batch.prefill(generation.member, prompt.input_ids, prompt.extra_inputs)))
+        if not generation.finished:
+            self.generations[generation.member] = generation
+        return deltas
+
+    def step(self) -> list[tuple[TextGeneration, list[Delta]]]:
+        """One token for every generation: (generation, its deltas); a finished one carries its final delta."""
+        out = [(self.generations[m], list(self.generations[m].on_token(t))) for m, t in self.batch.step()]
+        for member in [m for m in self.generations if m not in self.batch.members]:
+            generation = self.generations.pop(member)
+            if not generation.finished:  # left without an end of its own: cancelled
+                out.append((generation, [generation.cancel()]))
+        return out

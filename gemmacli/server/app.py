@@ -11,6 +11,7 @@ from litestar.openapi import OpenAPIConfig
 
 from gemmacli import __version__
 from gemmacli.server import errors
+from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
 from gemmacli.server.middleware import request_context
@@ -39,7 +40,7 @@ def create_app(
     metrics = metrics or Metrics()
     engine = engine or Engine(max_running=settings.max_concurrency, max_queue=settings.max_queue,
                               on_change=metrics.engine_changed)  # fmt: skip
-    services = Services(registry, engine, metrics, settings)
+    services = Services(registry, engine, metrics, settings, EmbedBatcher.from_settings(engine, metrics, settings))
 
     def start_engine() -> None:
         if not engine.alive:

@@ -18,7 +18,21 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-Work = Callable[[Callable[[], bool]], Iterator[Any]]  # gets an is-cancelled check, returns the results
+Work = Callable[[Callable[[], bool]], Any]  # gets an is-cancelled check; returns an iterator or a Batched
+
+
+@dataclass(frozen=True)
+class Batched:
+    """What a job's work returns to decode inside a batch shared with other jobs of the same `key`.
+
+    The engine keeps one batch per key (e.g. a ChatBatch per chat model), made by `new_batch()`; a batch
+    needs add(item) -> first results, step() -> [(item, results)], reset() and len(); an item is finished
+    when its `finished` attribute is true.
+    """
+
+    key: Any
+    item: Any
+    new_batch: Callable[[], Any]
 
 
 class Overloaded(Exception):
@@ -43,6 +57,7 @@ class Job:
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     results: Iterator[Any] | None = None
+    batch: Any = None  # set when the job decodes inside a shared batch
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -63,6 +78,8 @@ class Engine:
         self.max_running, self.max_queue = max(1, max_running), max(0, max_queue)
         self._inbox: queue.Queue[Job | None] = queue.Queue()
         self._active: list[Job] = []
+        self._owners: dict[int, Job] = {}  # id(batched item) -> its job
+        self._batches: dict[int, Any] = {}  # id(batch key) -> the batch its jobs decode in
         self._waiting = 0  # jobs submitted and not yet started, for admission control
         self._lock = threading.Lock()
         self._on_change = on_change or (lambda running, waiting: None)
@@ -137,8 +154,10 @@ class Engine:
         while True:
             if not self._admit():
                 break
-            for job in list(self._active):
+            for job in [j for j in self._active if j.batch is None]:
                 self._step(job)
+            for batch in {id(j.batch): j.batch for j in self._active if j.batch is not None}.values():
+                self._step_batch(batch)
             self._changed()
         for job in self._active:  # shutting down: tell whoever still listens
             job.send(_ERROR, EngineStopped("the server is shutting down"))
@@ -165,12 +184,46 @@ class Engine:
             if job.cancelled:
                 raise StopIteration
             if job.results is None:
-                job.results = iter(job.work(lambda: job.cancelled))
+                started = job.work(lambda: job.cancelled)
+                if isinstance(started, Batched):
+                    return self._join(job, started)
+                job.results = iter(started)
             job.send(_ITEM, next(job.results))
         except StopIteration:
             self._finish(job, _DONE)
         except BaseException as exc:  # the job's own failure: report it, keep serving the others
             self._finish(job, _ERROR, exc)
+
+    def _join(self, job: Job, started: Batched) -> None:
+        """Prefill the job's item into its shared batch; from now on the batch's steps feed it."""
+        batch = self._batches.get(id(started.key))
+        if batch is None:
+            batch = self._batches[id(started.key)] = started.new_batch()
+        for result in batch.add(started.item):
+            job.send(_ITEM, result)
+        if started.item.finished:
+            return self._finish(job, _DONE)
+        job.batch, job.results = batch, None
+        self._owners[id(started.item)] = job
+
+    def _step_batch(self, batch: Any) -> None:
+        """One step for every job in `batch`; a failure of the step fails exactly the jobs inside it."""
+        try:
+            stepped = batch.step()
+        except BaseException as exc:
+            batch.reset()
+            for key, job in list(self._owners.items()):
+                if job.batch is batch:
+                    del self._owners[key]
+                    self._finish(job, _ERROR, exc)
+            return
+        for item, results in stepped:
+            job = self._owners[id(item)]
+            for result in results:
+                job.send(_ITEM, result)
+            if item.finished:
+                del self._owners[id(item)]
+                self._finish(job, _DONE)
 
     def _finish(self, job: Job, kind: str, value: Any = None) -> None:
         close = getattr(job.results, "close", None)

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TOKEN_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class Metrics:
@@ -25,6 +26,12 @@ class Metrics:
         self.generation_tokens = Counter("gemmacli_generation_tokens", "Tokens generated", ["model"], registry=r)
         self.running = Gauge("gemmacli_requests_running", "Requests running on the inference thread", registry=r)
         self.waiting = Gauge("gemmacli_requests_waiting", "Requests waiting for the inference thread", registry=r)
+        self.embed_cache_hits = Counter("gemmacli_embed_cache_hits", "Embedding inputs answered from the cache",
+                                        ["model"], registry=r)  # fmt: skip
+        self.embed_cache_misses = Counter("gemmacli_embed_cache_misses", "Embedding inputs sent to the model",
+                                          ["model"], registry=r)  # fmt: skip
+        self.embed_batch_size = Histogram("gemmacli_embed_batch_size", "Texts per embedding model call", ["model"],
+                                          buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
 
     def engine_changed(self, running: int, waiting: int) -> None:
         self.running.set(running)

@@ -1,10 +1,11 @@
-"""What route handlers get injected: the served models, the engine, metrics and settings."""
+"""What route handlers get injected: the served models, the engine, the embedding batcher, metrics and settings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from gemmacli.media import MediaLimits
+from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
 from gemmacli.server.registry import Registry
@@ -17,4 +18,5 @@ class Services:
     engine: Engine
     metrics: Metrics
     settings: ServerSettings
+    embed_batcher: EmbedBatcher
     media_limits: MediaLimits = MediaLimits()

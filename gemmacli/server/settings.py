@@ -20,10 +20,13 @@ class ServerSettings:
     device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
     dtype: str = "auto"  # auto, bfloat16, float16 or float32
     api_keys: tuple[str, ...] = ()  # bearer keys accepted; empty = no auth
-    max_concurrency: int = 1  # requests running on the inference thread at once
+    max_concurrency: int = 8  # requests running at once; chat requests of one model decode as one batch
     max_queue: int = 64  # requests waiting beyond that; more get 429
     request_timeout: float = 600.0  # seconds a request may wait and run before it is abandoned
     max_body_bytes: int = 50 * 1024 * 1024  # request bodies above this get 413
+    embed_batch_window_ms: float = 5.0  # embedding requests arriving this close together share one model call
+    embed_max_batch: int = 64  # texts per embedding model call; a batch this full goes at once
+    embed_cache_size: int = 4096  # recent (model, text) embeddings kept in memory; 0 = no cache
     allow_remote_media: bool = False  # fetch http(s) image URLs (off: data: URLs only)
     warmup: bool = True  # run each model once before /health says ready
     log_level: str = "info"  # debug, info, warning or error

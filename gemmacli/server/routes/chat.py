@@ -8,6 +8,7 @@ import anyio.to_thread
 from litestar import Request, Response, post
 
 from gemmacli.server import generation
+from gemmacli.server.engine import Batched
 from gemmacli.server.schema.chat import ChatChunks, ChatCompletion, ChatCompletionRequest
 from gemmacli.server.services import Services
 from gemmacli.types import Message
@@ -24,8 +25,9 @@ async def chat_completions(data: ChatCompletionRequest, services: Services, requ
     runner = served.runner
 
     def work(cancelled):
-        # Runs on the engine thread: tokenizers and processors are only ever touched there.
-        return runner.generate(runner.encode_chat(messages), params, cancelled=cancelled)
+        # Runs on the engine thread: tokenizers and processors are only ever touched there. The request
+        # then decodes in the model's shared batch, one token per engine step, beside the others.
+        return Batched(runner, runner.start(runner.encode_chat(messages), params, cancelled), runner.new_batch)
 
     run = await generation.start(services, served.id, ENDPOINT, work, request.receive)
     if data.stream:

@@ -13,6 +13,7 @@ from litestar import Request, Response, post
 from gemmacli.errors import InvalidParamError
 from gemmacli.runners.chat import ChatRunner, Prompt
 from gemmacli.server import generation
+from gemmacli.server.engine import Batched
 from gemmacli.server.schema.completions import CompletionChunks, CompletionRequest, TextCompletion, TextPrompt
 from gemmacli.server.services import Services
 
@@ -29,6 +30,8 @@ async def completions(data: CompletionRequest, services: Services, request: Requ
     def work(cancelled):
         # Runs on the engine thread. All prompts are encoded first, so a bad one fails before any output.
         encoded = [encode(runner, p) for p in prompts]
+        if len(encoded) == 1:  # decodes in the model's shared batch, beside other requests
+            return Batched(runner, runner.start(encoded[0], params, cancelled), runner.new_batch)
         return chain.from_iterable(runner.generate(p, params, cancelled=cancelled) for p in encoded)
 
     try:

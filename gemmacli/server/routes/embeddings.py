@@ -1,8 +1,10 @@
-"""POST /v1/embeddings: OpenAI's embeddings endpoint over an EmbedRunner."""
+"""POST /v1/embeddings: OpenAI's embeddings endpoint over an EmbedRunner, through the embedding batcher."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 from litestar import post
 
@@ -20,14 +22,19 @@ async def embeddings(data: EmbeddingRequest, services: Services) -> EmbeddingRes
     Token ids must be the model's own: they are decoded to text with its tokenizer and embedded as that text.
     """
     served = services.registry.get(data.model, "embed")
-    runner = served.runner
     started = time.perf_counter()
-    result = await services.engine.call(
-        lambda: runner.embed(data.texts(runner.tokenizer), dimensions=data.dimensions),
-        services.settings.request_timeout,
-    )
+    async with asyncio.timeout(services.settings.request_timeout):  # waiting for a batch included
+        texts = await _texts(services, data, served.runner)
+        result = await services.embed_batcher.embed(served.id, served.runner, texts, data.dimensions)
     _observe(services.metrics, served.id, started, result.total_tokens)
     return EmbeddingResponse.build(served.id, result, data.encoding_format)
+
+
+async def _texts(services: Services, data: EmbeddingRequest, runner: Any) -> list[str]:
+    """Strings as sent; token ids are decoded on the inference thread, the only one that uses the tokenizer."""
+    if data.token_ids:
+        return await services.engine.call(lambda: data.texts(runner.tokenizer))
+    return data.texts(tokenizer=None)
 
 
 def _observe(metrics: Metrics, model: str, started: float, prompt_tokens: int) -> None:

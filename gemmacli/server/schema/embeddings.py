@@ -46,6 +46,11 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
             return [self.input]
         return list(self.input)
 
+    @property
+    def token_ids(self) -> bool:
+        """True when the input is token ids, which only the model's tokenizer turns back into text."""
+        return not isinstance(self.items[0], str)  # never empty and never mixed: __post_init__ checked
+
     def texts(self, tokenizer: Any) -> list[str]:
         """The texts to embed. Token ids are decoded with `tokenizer`: call this on the inference thread."""
         return [item if isinstance(item, str) else _decode(item, tokenizer) for item in self.items]

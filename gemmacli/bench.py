@@ -1,13 +1,16 @@
-"""`gemmacli bench`: prefill and decode throughput of a chat model, per batch size.
+"""`gemmacli bench`: prefill and decode throughput of a chat model, per batch size; and the report types
+of `gemmacli bench --url`, which loads a server over HTTP (gemmacli.loadgen drives it).
 
 Measurement and rendering are apart: `run_bench` drives a `LoadSource` and returns dataclasses, the CLI
 draws them. A source runs one batch of prompts and says how long the first step and the rest took; today
-`InProcessSource` times `ChatRunner.decode_batch` (what the CLI runs), an HTTP source can time a server's
-streamed responses the same way without touching the report.
+`InProcessSource` times `ChatRunner.decode_batch` (what the CLI runs). A server is measured per request
+instead (TTFT, TPOT, ITL under a given concurrency or arrival rate, as vLLM's benchmark_serving does), so
+the HTTP load generator has its own results below, built from the same prompts.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -175,6 +178,103 @@ def parse_batches(text: str) -> tuple[int, ...]:
             raise ValueError(f"{part!r} is not a batch size: use positive integers like 1,4,8")
         sizes.append(int(part))
     return tuple(sizes)
+
+
+# -- serving metrics: one RequestResult per HTTP request, summarized per Level (vLLM's definitions)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One row of the report: a closed loop at `concurrency`, or Poisson arrivals at `rate` requests/s."""
+
+    concurrency: int | None  # requests in flight; for an open loop its cap (None: unbounded)
+    rate: float | None  # None: closed loop
+    requests: int
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    """One request, timed from sending it. Seconds throughout."""
+
+    ok: bool
+    e2e: float
+    ttft: float | None = None
+    itl: tuple[float, ...] = ()
+    output_tokens: int = 0
+    prompt_tokens: int | None = None  # from usage, when the server sent it
+    tokens_from_usage: bool = False
+    error: str | None = None
+
+    @property
+    def tpot(self) -> float | None:
+        if self.ttft is None or self.output_tokens < 2:
+            return None  # one token has no "per output token" time after the first
+        return (self.e2e - self.ttft) / (self.output_tokens - 1)
+
+
+@dataclass(frozen=True)
+class Stats:
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+
+    @classmethod
+    def of(cls, values: Sequence[float], scale: float = 1.0) -> Stats | None:
+        if not values:
+            return None
+        ordered = sorted(v * scale for v in values)
+        return cls(sum(ordered) / len(ordered), *(percentile(ordered, p) for p in (50, 90, 99)))
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    concurrency: int | None
+    rate: float | None
+    requests: int
+    completed: int
+    failed: int
+    first_error: str | None
+    duration_s: float  # wall time from the first request sent to the last one finished
+    request_throughput: float  # completed requests / duration_s
+    output_throughput: float  # output tokens of completed requests / duration_s
+    output_tokens: int
+    tokens_counted_by: str  # "usage", "chunks" or "mixed" (see the module docstring)
+    prompt_tokens_mean: float | None  # as the server counted them, template included
+    peak_in_flight: int
+    ttft_ms: Stats | None
+    tpot_ms: Stats | None
+    itl_ms: Stats | None
+    e2e_ms: Stats | None
+
+
+def percentile(ordered: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks: numpy.percentile's default, which vLLM reports."""
+    k = (len(ordered) - 1) * p / 100
+    lo = math.floor(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summarize_level(level: Level, results: Sequence[RequestResult], duration: float, peak: int) -> LevelResult:
+    done = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    tokens = sum(r.output_tokens for r in done)
+    by_usage = {r.tokens_from_usage for r in done}
+    counted_by = "mixed" if len(by_usage) > 1 else "usage" if by_usage == {True} else "chunks"
+    prompts = [r.prompt_tokens for r in done if r.prompt_tokens is not None]
+    return LevelResult(
+        concurrency=level.concurrency, rate=level.rate, requests=len(results), completed=len(done),
+        failed=len(failed), first_error=failed[0].error if failed else None, duration_s=duration,
+        request_throughput=len(done) / duration if duration > 0 else 0.0,
+        output_throughput=tokens / duration if duration > 0 else 0.0,
+        output_tokens=tokens, tokens_counted_by=counted_by,
+        prompt_tokens_mean=sum(prompts) / len(prompts) if prompts else None, peak_in_flight=peak,
+        ttft_ms=Stats.of([r.ttft for r in done if r.ttft is not None], 1000),
+        tpot_ms=Stats.of([t for r in done if (t := r.tpot) is not None], 1000),
+        itl_ms=Stats.of([gap for r in done for gap in r.itl], 1000),
+        e2e_ms=Stats.of([r.e2e for r in done], 1000),
+    )  # fmt: skip
 
 
 # -- the in-process source

@@ -6,10 +6,12 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -28,14 +30,14 @@ from gemmacli.cli.ui import emit, error, reporting, stderr, stdout
 )
 def serve(
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to serve (repeatable).")] = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port [default: 8000].", min=1, max=65535)] = None,
+    host: Annotated[str | None, typer.Option(help=r"Address to bind \[default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help=r"TCP port \[default: 8000].", min=1, max=65535)] = None,
     device: Annotated[str | None, typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps.")] = None,
-    dtype: Annotated[DType | None, typer.Option(help="Weights dtype [default: auto].")] = None,
+    dtype: Annotated[DType | None, typer.Option(help=r"Weights dtype \[default: auto].")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="Accepted bearer key (repeatable).")] = None,
-    max_concurrency: Annotated[int | None, typer.Option(help="Requests running at once [default: 1].", min=1)] = None,
-    max_queue: Annotated[int | None, typer.Option(help="Requests waiting; more get 429 [default: 64].", min=0)] = None,
-    request_timeout: Annotated[float | None, typer.Option(help="Seconds per request [default: 600].", min=1)] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help=r"Decoding at once \[default: 8].", min=1)] = None,
+    max_queue: Annotated[int | None, typer.Option(help=r"Waiting; more get 429 \[default: 64].", min=0)] = None,
+    request_timeout: Annotated[float | None, typer.Option(help=r"Seconds per request \[default: 600].", min=1)] = None,
     allow_remote_media: Annotated[
         bool | None, typer.Option("--allow-remote-media/--no-remote-media", help="Accept http(s) image URLs.")
     ] = None,
@@ -118,30 +120,113 @@ def _batches(value: str) -> tuple[int, ...]:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _concurrency(value: str) -> tuple[int, ...]:
+    return _parsed(value, int, "1,8,32")
+
+
+def _rates(value: str | None) -> tuple[float, ...]:
+    return () if value is None else _parsed(value, float, "0.5,2,8")
+
+
+def _parsed(value: str, kind: type, example: str) -> tuple:
+    from gemmacli.loadgen import parse_levels
+
+    try:
+        return parse_levels(value, kind, example)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _server_url(value: str | None) -> str | None:
+    """The base URL as users paste it: with or without a trailing /v1 (the openai client's base_url)."""
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise typer.BadParameter("give a URL like http://127.0.0.1:8000")
+    return value.rstrip("/").removesuffix("/v1").rstrip("/")
+
+
+class Endpoint(StrEnum):
+    chat = "chat"
+    completions = "completions"
+
+
+HTTP = "Over HTTP (--url)"
+LOCAL = "In process (without --url)"
+# Options of one mode that make no sense in the other: given anyway on the command line, they are an error.
+_HTTP_ONLY = ("concurrency", "rate", "requests", "endpoint", "temperature", "warmup", "api_key", "timeout")
+_LOCAL_ONLY = ("batch", "repeat", "device", "dtype")
+
+
 @app.command(
     epilog="""[b]Examples[/]\n
   gemmacli bench\n
   gemmacli bench -m gemma-3-1b-it --batch 1,4,8 --max-tokens 128 --repeat 3\n
-  gemmacli bench --device cpu --dtype bfloat16 --prompt-tokens 512 --json > bench.json"""
+  gemmacli bench --device cpu --dtype bfloat16 --prompt-tokens 512 --json > bench.json\n
+  gemmacli bench --url http://127.0.0.1:8000 -c 1,8,32   [dim]# any OpenAI-compatible server[/]\n
+  gemmacli bench --url http://127.0.0.1:8080/v1 -m gemma-3-4b --rate 2 --requests 100 --concurrency 16"""
 )
 def bench(
+    ctx: typer.Context,
     model: Annotated[str, model_opt(DEFAULT_CHAT_MODEL, "chat")] = DEFAULT_CHAT_MODEL,
     max_tokens: Annotated[int, typer.Option(help="Tokens to generate per sequence (fewer on EOS).", min=1)] = 64,
     prompt_tokens: Annotated[int, typer.Option(help="About this many prompt tokens per sequence.", min=2)] = 128,
-    batch: Annotated[
-        str, typer.Option("--batch", "-b", help="Batch sizes to measure, comma-separated.", callback=_batches)
-    ] = "1,4,8",
-    repeat: Annotated[int, typer.Option(help="Measured runs per batch size (after one warm-up).", min=1)] = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the generated prompts.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the generated prompts (and of --rate arrivals).")] = 0,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Load this OpenAI-compatible server instead (ours, vLLM, llama.cpp, transformers serve); "
+                     "without -m, its first chat model.", callback=_server_url, rich_help_panel=HTTP),
+    ] = None,
+    concurrency: Annotated[
+        str, typer.Option("--concurrency", "-c", help="Closed loop: requests in flight, one level per value.",
+                          callback=_concurrency, rich_help_panel=HTTP),
+    ] = "1,8,32",
+    rate: Annotated[
+        str | None,
+        typer.Option(help="Open loop instead: Poisson arrivals at these requests/s; an explicit --concurrency "
+                     "caps the requests in flight.", callback=_rates, rich_help_panel=HTTP, show_default=False),
+    ] = None,
+    requests: Annotated[
+        int | None,
+        typer.Option(help="Requests per level (default: max(4 × concurrency, 16); with --rate, 10 s of arrivals, "
+                     "at least 16).", min=1, rich_help_panel=HTTP, show_default=False),
+    ] = None,
+    endpoint: Annotated[Endpoint, typer.Option(help="chat: /v1/chat/completions; completions: /v1/completions.",
+                                               rich_help_panel=HTTP)] = Endpoint.chat,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).", min=0,
+                                               rich_help_panel=HTTP)] = 0.0,
+    warmup: Annotated[int, typer.Option(help="Requests sent before measuring.", min=0, rich_help_panel=HTTP)] = 1,
+    api_key: Annotated[str | None, typer.Option(help="Bearer key the server expects.", rich_help_panel=HTTP,
+                                                show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per request.", min=1, rich_help_panel=HTTP)] = 600.0,
+    batch: Annotated[
+        str, typer.Option("--batch", "-b", help="Batch sizes to measure, comma-separated.", callback=_batches,
+                          rich_help_panel=LOCAL),
+    ] = "1,4,8",
+    repeat: Annotated[int, typer.Option(help="Measured runs per batch size (after one warm-up).", min=1,
+                                        rich_help_panel=LOCAL)] = 1,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = DType.auto,
-    quiet: QuietOpt = False,
-) -> None:
-    """Measure load time, prefill and decode tokens/s and peak memory per batch size, in this process.
+) -> None:  # fmt: skip
+    """Measure speed: in this process (load time, prefill and decode tokens/s, peak memory per batch size),
+    or with --url, a running server under load (TTFT, TPOT, ITL, throughput per concurrency or rate).
 
-    Greedy decoding over the same decode loop `gemmacli chat` uses; prompts are seeded, so runs compare.
+    Prompts are seeded, so runs compare. In process: greedy decoding over the decode loop `gemmacli chat` uses.
+    Over HTTP: streamed requests, measured as vLLM's benchmark_serving does; exit 1 if any request failed.
     """
+    _check_mode(ctx, remote=url is not None)
+    if url is not None:
+        model_given = ctx.get_parameter_source("model").name != "DEFAULT"  # typer vendors click: compare by name
+        from gemmacli.loadgen import LoadConfig
+
+        config = LoadConfig(
+            url, model if model_given else None, endpoint.value, tuple(concurrency), tuple(rate),
+            max(concurrency) if rate and _given(ctx, "concurrency") else None, requests, max_tokens, prompt_tokens,
+            temperature, seed, warmup, timeout, api_key,
+        )  # fmt: skip
+        return _bench_server(config, json_out=json_out, quiet=quiet)
     from gemmacli.bench import BenchConfig, BenchReport, InProcessSource, run_bench
 
     config = BenchConfig(tuple(batch), max_tokens, prompt_tokens, repeat, seed)
@@ -153,6 +238,61 @@ def bench(
         emit(json.dumps({**report.to_json(), "config": asdict(config)}))
     else:
         stdout.print(_bench_table(report, config))
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name).name == "COMMANDLINE"
+
+
+def _check_mode(ctx: typer.Context, *, remote: bool) -> None:
+    for name in _LOCAL_ONLY if remote else _HTTP_ONLY:
+        if _given(ctx, name):
+            where = "in process (without --url)" if remote else "with --url"
+            raise typer.BadParameter(f"only applies {where}", ctx, param_hint="--" + name.replace("_", "-"))
+
+
+def _bench_server(config, *, json_out: bool, quiet: bool) -> None:
+    """Load the server, print the report, and exit 1 when any request failed (after printing it)."""
+    from gemmacli.loadgen import run_load
+
+    with _load_progress(quiet=quiet) as on_progress:
+        report = run_load(config, on_progress)
+    if json_out:
+        emit(json.dumps(report.to_json()))
+    else:
+        stdout.print(_load_table(report))
+    if report.failed:
+        total = sum(r.requests for r in report.results)
+        error(f"{report.failed} of {total} requests failed; the first: {report.first_error}")
+        raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _load_progress(*, quiet: bool) -> Iterator[Callable]:
+    """One bar per level on stderr, counting its finished requests (after a spinner-like warm-up bar)."""
+    if quiet:
+        yield lambda level, done: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    tasks = {}
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        warmup = progress.add_task("warming up…", total=None)  # until the first level starts
+
+        def on_progress(level, done: int) -> None:
+            if level not in tasks:
+                progress.update(warmup, visible=False)
+                tasks[level] = progress.add_task(_level_name(level), total=level.requests)
+            progress.update(tasks[level], completed=done)
+
+        yield on_progress
+
+
+def _level_name(level) -> str:
+    if level.rate is None:
+        return f"concurrency {level.concurrency}"
+    return f"{level.rate:g} req/s" + (f", ≤ {level.concurrency} in flight" if level.concurrency else "")
 
 
 @contextlib.contextmanager
@@ -199,3 +339,49 @@ def _bytes(value: int | None) -> str:
     if value is None:
         return "–"
     return f"{value / 1024**3:.2f} GiB" if value >= 1024**3 else f"{value / 1024**2:.0f} MiB"
+
+
+def _load_table(report) -> Table:
+    config = report.config
+    title = (f"{report.model} at {report.url} ({report.endpoint}, max {config.max_tokens} tokens, "
+             f"prompts ~{config.prompt_tokens} tokens, temperature {config.temperature:g})")  # fmt: skip
+    # Twelve columns: no vertical rules and one space between them, so they fit in 80 columns.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=0)
+    open_loop = bool(config.rates)
+    heads = ["rate\nreq/s", "peak\nflight"] if open_loop else ["concur-\nrency"]
+    heads += ["reqs", "failed", "req/s", "out\ntok/s", "TTFT\np50", "TTFT\np90", "TTFT\np99", "TPOT\np50",
+              "ITL\np50", "ITL\np99", "e2e s\np50"]  # fmt: skip
+    for head in heads:
+        table.add_column(head, justify="right")
+    for r in report.results:
+        first = [f"{r.rate:g}", str(r.peak_in_flight)] if open_loop else [str(r.concurrency)]
+        failed = f"[red]{r.failed}[/]" if r.failed else "0"
+        ttft, tpot, itl, e2e = r.ttft_ms, r.tpot_ms, r.itl_ms, r.e2e_ms
+        table.add_row(
+            *first, str(r.requests), failed, f"{r.request_throughput:.2f}", f"{r.output_throughput:,.1f}",
+            *(_stat(ttft, p, "{:,.0f}") for p in ("p50", "p90", "p99")), _stat(tpot, "p50", "{:.1f}"),
+            _stat(itl, "p50", "{:.1f}"), _stat(itl, "p99", "{:.1f}"), _stat(e2e, "p50", "{:.2f}", 1000),
+        )  # fmt: skip
+    table.caption, table.caption_justify = "\n".join(_load_notes(report)), "left"
+    return table
+
+
+def _load_notes(report) -> list[str]:
+    results = [r for r in report.results if r.completed]
+    notes = ["TTFT (to the first content chunk), TPOT = (e2e − TTFT) / (tokens − 1) and ITL (between chunks) in ms"]
+    if results:
+        tokens = sum(r.output_tokens for r in results) / sum(r.completed for r in results)
+        counted = {r.tokens_counted_by for r in results}
+        by = {"usage": "the server's usage", "chunks": "content chunks: the server sent no usage"}.get(
+            counted.pop() if len(counted) == 1 else "mixed", "usage where sent, else content chunks"
+        )
+        prompts = [r.prompt_tokens_mean for r in results if r.prompt_tokens_mean is not None]
+        prompt = f", {sum(prompts) / len(prompts):.0f} prompt tokens" if prompts else ""
+        notes.append(f"per request: {tokens:.1f} output tokens (from {by}){prompt}")
+    if report.failed:
+        notes.append(f"[red]failed[/]: {escape(report.first_error or '')}")
+    return notes
+
+
+def _stat(stats, name: str, fmt: str, scale: float = 1.0) -> str:
+    return "–" if stats is None else fmt.format(getattr(stats, name) / scale)

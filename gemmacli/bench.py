@@ -2,10 +2,10 @@
 of `gemmacli bench --url`, which loads a server over HTTP (gemmacli.loadgen drives it).
 
 Measurement and rendering are apart: `run_bench` drives a `LoadSource` and returns dataclasses, the CLI
-draws them. A source runs one batch of prompts and says how long the first step and the rest took; today
-`InProcessSource` times `ChatRunner.decode_batch` (what the CLI runs). A server is measured per request
-instead (TTFT, TPOT, ITL under a given concurrency or arrival rate, as vLLM's benchmark_serving does), so
-the HTTP load generator has its own results below, built from the same prompts.
+draws them. A source runs one batch of prompts and says how long the first step and the rest took;
+`InProcessSource` times `ChatRunner.decode_batch` (the batched loop the CLI and server run). A server is
+measured per request instead (TTFT, TPOT, ITL under a given concurrency or arrival rate, as vLLM's
+benchmark_serving does), so the HTTP load generator has its own results below, built from the same prompts.
 """
 
 from __future__ import annotations

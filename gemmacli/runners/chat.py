@@ -130,20 +130,21 @@ class ChatRunner:
         return TextGeneration(self, prompt, params, self._max_new_tokens(prompt, params), cancelled)
 
     def decode_batch(self, prompts: Sequence[str], params: GenParams = GenParams()) -> Iterator[list[int | None]]:
-        """Plain-text prompts decoded together (left-padded): one list of new token ids per step.
+        """Plain-text prompts decoded as one batch, the way the server runs them: each prefilled alone, then
+        one token for all of them per step. Yields each sequence's new token per step (None once it ended).
 
         The raw loop without detokenizing, for `gemmacli bench` to time prefill and decode steps.
         """
-        from gemmacli.runners.decode import decode
-        from gemmacli.runners.sampling import Sampler, SamplingConfig
+        from gemmacli.runners.batch import DecodeBatch
 
         params = params.with_defaults(self.defaults, GLOBAL_GEN_DEFAULTS)
-        batch = self.tokenizer(list(prompts), padding=True, padding_side="left", return_tensors="pt")
-        batch = batch.to(self.model.device)
-        config, vocab = SamplingConfig.from_params(params), self.model.config.get_text_config().vocab_size
-        samplers = [Sampler(config, ids, vocab, self.model.device) for ids in batch["input_ids"]]
-        max_new = self._max_new_tokens(Prompt(batch["input_ids"], {}), params)
-        return decode(self.model, batch["input_ids"], batch["attention_mask"], samplers, max_new, self.eos_ids)
+        generations = [self.start(self.encode_text(p), params) for p in prompts]
+        batch = DecodeBatch(self.model)
+        yield [batch.prefill(g.member, g.prompt.input_ids) for g in generations]
+        while batch:
+            produced = {id(member): token for member, token in batch.step()}
+            if produced:
+                yield [produced.get(id(g.member)) for g in generations]
 
     def _max_new_tokens(self, prompt: Prompt, params: GenParams) -> int:
         room = self.context_length - prompt.length

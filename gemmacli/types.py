@@ -81,10 +81,6 @@ class GenParams:
             values[f.name] = value
         return replace(self, **values)
 
-    @property
-    def greedy(self) -> bool:
-        return self.temperature is not None and self.temperature <= 0
-
 
 # What a server or CLI uses when neither the request nor the model says otherwise.
 GLOBAL_GEN_DEFAULTS = GenParams(

@@ -33,10 +33,8 @@ class Reporter:
 
     def __init__(self, progress=None, task=None, tqdm_class=None):
         self.progress, self.task, self.tqdm_class = progress, task, tqdm_class
-        self.steps = 0
 
     def __call__(self, step: str) -> None:
-        self.steps += 1
         if self.task is not None:
             self.progress.update(self.task, description=f"{step}…")
         elif self.progress is not None:  # not a terminal (CI logs): one line per step

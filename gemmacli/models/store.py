@@ -29,10 +29,6 @@ class StoredModel:
     source: str
     path: Path
 
-    @property
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
-
 
 def check_name(name: str) -> str:
     """Names become folder names: letters, digits, '.', '_' and '-' only, so no path can escape the store."""

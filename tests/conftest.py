@@ -144,7 +144,7 @@ def server(registry):
     from gemmacli.server import create_app
     from gemmacli.server.settings import ServerSettings
 
-    with LiveServer(create_app(registry, ServerSettings(max_concurrency=4))) as live:
+    with LiveServer(create_app(registry, ServerSettings(max_batch=4))) as live:
         yield live.url
 
 

@@ -314,7 +314,7 @@ def small_server(registry):
     """One request at a time, nobody waiting: the second concurrent request gets 429."""
     from gemmacli.server.settings import ServerSettings
 
-    with live_app(registry, ServerSettings(max_concurrency=1, max_queue=0)) as served:
+    with live_app(registry, ServerSettings(max_batch=1, max_queue=0)) as served:
         yield served
 
 
@@ -423,7 +423,7 @@ def test_concurrent_requests_decode_in_one_batch_and_match_alone(registry, chat_
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ChatBatch, "step", spying)
-        with live_app(registry, ServerSettings(max_concurrency=4)) as (url, _):
+        with live_app(registry, ServerSettings(max_batch=4)) as (url, _):
             texts = asyncio.run(together(url))
     if chat_runner.model.dtype == torch.float32:
         assert texts == alone

@@ -38,7 +38,7 @@ def create_app(
 ) -> Litestar:
     """Everything the app uses is passed in: tests hand it ready runners, `gemmacli serve` loads them first."""
     metrics = metrics or Metrics()
-    engine = engine or Engine(max_running=settings.max_concurrency, max_queue=settings.max_queue,
+    engine = engine or Engine(max_running=settings.max_batch, max_queue=settings.max_queue,
                               on_change=metrics.engine_changed)  # fmt: skip
     services = Services(registry, engine, metrics, settings, EmbedBatcher.from_settings(engine, metrics, settings))
 

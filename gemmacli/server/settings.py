@@ -20,7 +20,7 @@ class ServerSettings:
     device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
     dtype: str = "auto"  # auto, bfloat16, float16 or float32
     api_keys: tuple[str, ...] = ()  # bearer keys accepted; empty = no auth
-    max_concurrency: int = 8  # requests running at once; chat requests of one model decode as one batch
+    max_batch: int = 8  # requests running at once; chat requests of one model decode as one batch
     max_queue: int = 64  # requests waiting beyond that; more get 429
     request_timeout: float = 600.0  # seconds a request may wait and run before it is abandoned
     max_body_bytes: int = 50 * 1024 * 1024  # request bodies above this get 413

@@ -7,7 +7,7 @@ from functools import partial
 import anyio.to_thread
 from litestar import Request, Response, post
 
-from gemmacli.server import generation
+from gemmacli.server import streaming
 from gemmacli.server.engine import Batched
 from gemmacli.server.schema.chat import ChatChunks, ChatCompletion, ChatCompletionRequest
 from gemmacli.server.services import Services
@@ -29,9 +29,9 @@ async def chat_completions(data: ChatCompletionRequest, services: Services, requ
         # then decodes in the model's shared batch, one token per engine step, beside the others.
         return Batched(runner, runner.start(runner.encode_chat(messages), params, cancelled), runner.new_batch)
 
-    run = await generation.start(services, served.id, ENDPOINT, work, request.receive)
+    run = await streaming.start(services, served.id, ENDPOINT, work, request.receive)
     if data.stream:
-        return generation.sse(run, ChatChunks(served.id, data.include_usage), request)
+        return streaming.sse(run, ChatChunks(served.id, data.include_usage), request)
     (completion,) = await run.collect(request.receive)
     return Response(ChatCompletion.build(served.id, completion))
 

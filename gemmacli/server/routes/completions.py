@@ -12,7 +12,7 @@ from litestar import Request, Response, post
 
 from gemmacli.errors import InvalidParamError
 from gemmacli.runners.chat import ChatRunner, Prompt
-from gemmacli.server import generation
+from gemmacli.server import streaming
 from gemmacli.server.engine import Batched
 from gemmacli.server.schema.completions import CompletionChunks, CompletionRequest, TextCompletion, TextPrompt
 from gemmacli.server.services import Services
@@ -35,12 +35,12 @@ async def completions(data: CompletionRequest, services: Services, request: Requ
         return chain.from_iterable(runner.generate(p, params, cancelled=cancelled) for p in encoded)
 
     try:
-        run = await generation.start(services, served.id, ENDPOINT, work, request.receive)
+        run = await streaming.start(services, served.id, ENDPOINT, work, request.receive)
     except InvalidParamError as exc:
         exc.param = "prompt" if exc.param == "messages" else exc.param  # the runner speaks of chat messages
         raise
     if data.stream:
-        return generation.sse(run, CompletionChunks(served.id, data.include_usage), request)
+        return streaming.sse(run, CompletionChunks(served.id, data.include_usage), request)
     choices = await run.collect(request.receive)
     return Response(TextCompletion.build(served.id, choices, run.usage))
 

@@ -1,4 +1,4 @@
-"""smoke, bench and serve: checking the machine, measuring speed, serving over HTTP."""
+"""gemmacli bench: speed in this process, or of any OpenAI-compatible server under load (--url)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,99 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from gemmacli.cli.app import app
-from gemmacli.cli.common import load_runner, quiet_libraries
+from gemmacli.cli.common import load_runner
 from gemmacli.cli.options import DEFAULT_CHAT_MODEL, DeviceOpt, DType, DTypeOpt, JsonOpt, QuietOpt, model_opt
-from gemmacli.cli.ui import emit, error, reporting, stderr, stdout
-
-
-@app.command(
-    epilog="""[b]Examples[/]\n
-  gemmacli serve                                   [dim]# google/gemma-3-12b-it on 127.0.0.1:8000[/]\n
-  gemmacli serve -m gemma-3-270m -m all-minilm-l6-v2 -m whisper-tiny.en\n
-  gemmacli serve -m gemma-3-4b-it --host 0.0.0.0 --api-key $KEY --max-queue 16\n
-  GEMMACLI_MODELS=gemma-3-270m GEMMACLI_PORT=9000 gemmacli serve   [dim]# or put them in .env[/]"""
-)
-def serve(
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to serve (repeatable).")] = None,
-    host: Annotated[str | None, typer.Option(help=r"Address to bind \[default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help=r"TCP port \[default: 8000].", min=1, max=65535)] = None,
-    device: Annotated[str | None, typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps.")] = None,
-    dtype: Annotated[DType | None, typer.Option(help=r"Weights dtype \[default: auto].")] = None,
-    api_key: Annotated[list[str] | None, typer.Option(help="Accepted bearer key (repeatable).")] = None,
-    max_concurrency: Annotated[int | None, typer.Option(help=r"Decoding at once \[default: 8].", min=1)] = None,
-    max_queue: Annotated[int | None, typer.Option(help=r"Waiting; more get 429 \[default: 64].", min=0)] = None,
-    request_timeout: Annotated[float | None, typer.Option(help=r"Seconds per request \[default: 600].", min=1)] = None,
-    allow_remote_media: Annotated[
-        bool | None, typer.Option("--allow-remote-media/--no-remote-media", help="Accept http(s) image URLs.")
-    ] = None,
-    warmup: Annotated[bool | None, typer.Option("--warmup/--no-warmup", help="Run each model once first.")] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
-    env_file: Annotated[Path, typer.Option(help="KEY=VALUE file of GEMMACLI_* settings.")] = Path(".env"),
-    quiet: QuietOpt = False,
-) -> None:
-    """OpenAI-compatible HTTP server: chat, completions, embeddings, audio, models, health, metrics.
-
-    Every flag can also be set as a GEMMACLI_* environment variable (GEMMACLI_MODELS=a,b, GEMMACLI_API_KEY=k1,k2)
-    or in a .env file; flags win over the environment, which wins over the file.
-    """
-    from gemmacli.server.launch import serve as run
-    from gemmacli.server.settings import ServerSettings
-
-    overrides = {
-        "models": tuple(model or ()), "host": host, "port": port, "device": device,
-        "dtype": dtype.value if dtype else None, "api_keys": tuple(api_key or ()),
-        "max_concurrency": max_concurrency, "max_queue": max_queue, "request_timeout": request_timeout,
-        "allow_remote_media": allow_remote_media, "warmup": warmup, "log_level": log_level,
-    }  # fmt: skip
-    settings = ServerSettings.load(overrides, dotenv=env_file)
-    quiet_libraries()
-    with reporting("preparing models", quiet=quiet) as report:
-        run(settings, report)
-
-
-@app.command(
-    epilog="""[b]Examples[/]\n
-  gemmacli smoke                      [dim]# the GPU; exit 1 when there is none[/]\n
-  gemmacli smoke --device cpu         [dim]# the CPU path, e.g. in CI[/]\n
-  gemmacli smoke --device cuda:1 --json\n
-  gemmacli smoke -m gemma-3-1b-it"""
-)
-def smoke(
-    device: DeviceOpt = "auto",
-    model: Annotated[str, model_opt(DEFAULT_CHAT_MODEL, "chat")] = DEFAULT_CHAT_MODEL,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Check the GPU: torch build, devices and memory, bf16, a matmul against the CPU, and a real generation.
-
-    Exit 0 only if every check passes; `--device auto` without a GPU fails (use `--device cpu` to check the CPU).
-    """
-    from gemmacli.smoke import run_smoke
-
-    def load(name: str, where: str):
-        return load_runner(name, "chat", device=where, dtype="auto", quiet=quiet)
-
-    report = run_smoke(device, model, load)
-    if json_out:
-        emit(json.dumps(report.to_json()))
-    else:
-        stdout.print(_smoke_table(report))
-    if not report.ok:
-        failed = report.failed
-        more = f" (and {len(failed) - 1} more failed checks)" if len(failed) > 1 else ""
-        error(f"{failed[0].name}: {failed[0].detail}{more}")
-        raise typer.Exit(1)
-
-
-def _smoke_table(report) -> Table:
-    table = Table(title=f"gemmacli smoke ({report.device or report.requested})", title_justify="left")
-    table.add_column("check", no_wrap=True)
-    table.add_column("result", no_wrap=True)
-    table.add_column("detail", overflow="fold")
-    shown = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[yellow]skip[/]"}
-    for check in report.checks:
-        table.add_row(check.name, shown[check.status], escape(check.detail))
-    return table
+from gemmacli.cli.ui import emit, error, stderr, stdout
 
 
 def _batches(value: str) -> tuple[int, ...]:

@@ -39,6 +39,12 @@ class InvalidParamError(GemmacliError):
     code = "invalid_parameter"
 
 
+class ContextLengthError(InvalidParamError):
+    """The prompt plus the tokens asked for do not fit in the model's context window."""
+
+    code = "context_length_exceeded"
+
+
 class UnsupportedInputError(GemmacliError):
     """The input kind (image, audio, translation...) is not something this model can do."""
 

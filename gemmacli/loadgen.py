@@ -153,6 +153,7 @@ class Trace:
         self.usage_tokens: int | None = None
         self.prompt_tokens: int | None = None
         self.done = False
+        self.finish_reason: str | None = None
         self.error: str | None = None
 
     def on_event(self, kind: str, data: str, now: float) -> None:
@@ -171,6 +172,9 @@ class Trace:
         if isinstance(usage := payload.get("usage"), dict):
             self.usage_tokens = usage.get("completion_tokens", self.usage_tokens)
             self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
+        choice = (payload.get("choices") or [{}])[0]
+        if isinstance(choice, dict) and choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
         if self._content(payload):
             if self.first is None:
                 self.first = now
@@ -193,7 +197,9 @@ class Trace:
 
     def result(self) -> RequestResult:
         end, error = self.end, self.error
-        if error is None and not self.done:
+        # Some servers (transformers serve) end the stream after the finish chunk without [DONE];
+        # the openai client accepts that too.
+        if error is None and not self.done and self.finish_reason is None:
             error = "the stream ended without data: [DONE]"
         elif error is None and self.first is None:
             error = "the stream carried no content"  # as vLLM: no first token, no TTFT

@@ -114,3 +114,13 @@ def test_unknown_model_is_a_404(http):
     assert error["code"] == "model_not_found"
     # An embedding model is served, but is not a completion model.
     assert assert_openai_error(http.post("/v1/completions", json={"model": "all-minilm-l6-v2", "prompt": "x"}), 404)
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_prompt_plus_max_tokens_over_the_window_is_a_400_not_a_clamp(http, path):
+    body = {"model": MODEL, "max_tokens": 10**6, "temperature": 0}
+    body |= {"prompt": "Monday,"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "Hi"}]}
+    r = http.post(path, json=body)
+    error = check_openai_error(r, 400, param="max_tokens")
+    assert error["code"] == "context_length_exceeded" and "lower max_tokens" in error["message"]
+    assert http.post("/v1/completions", json={"model": MODEL, "prompt": "Monday,", "max_tokens": 1}).status_code == 200

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from gemmacli.errors import InvalidParamError, UnsupportedInputError
+from gemmacli.errors import ContextLengthError, InvalidParamError, UnsupportedInputError
 from gemmacli.media import load_image
 from gemmacli.types import GenParams, Message, TextPart
 
@@ -92,6 +94,20 @@ def test_model_defaults_come_from_the_catalog(chat_runner):
 def test_prompt_longer_than_the_context_is_refused(chat_runner):
     with pytest.raises(InvalidParamError, match="at most"):
         chat_runner.complete_text("word " * (chat_runner.context_length + 10), GREEDY)
+
+
+def test_prompt_plus_max_tokens_over_the_context_is_refused_not_clamped(chat_runner):
+    with pytest.raises(ContextLengthError, match="lower max_tokens") as err:
+        chat_runner.complete_text("Monday,", GenParams(temperature=0, max_tokens=chat_runner.context_length))
+    assert err.value.param == "max_tokens" and err.value.code == "context_length_exceeded"
+
+
+def test_a_default_max_tokens_is_clamped_to_the_room_left(chat_runner, monkeypatch):
+    prompt = chat_runner.encode_text("Monday,")
+    model_defaults = replace(chat_runner.defaults, max_tokens=chat_runner.context_length * 2)  # e.g. the catalog's
+    monkeypatch.setattr(chat_runner, "defaults", model_defaults)
+    generation = chat_runner.start(prompt, GenParams(temperature=0))
+    assert generation.member.max_new_tokens == chat_runner.context_length - prompt.length
 
 
 @pytest.mark.parametrize("field,value", [("temperature", -1.0), ("top_p", 1.5), ("top_k", -3), ("max_tokens", 0)])

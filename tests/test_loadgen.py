@@ -156,6 +156,15 @@ def test_trace_counts_chunks_without_usage_and_reads_completions():
     assert r.ok and r.output_tokens == 2 and not r.tokens_from_usage and r.itl == (1.0,)
 
 
+def test_trace_accepts_a_stream_that_ends_after_its_finish_chunk_without_done():
+    """transformers serve ends its streams this way; the openai client accepts it too."""
+    trace = Trace(start=0.0)
+    trace.on_event("message", chat_chunk("a"), 1.0)
+    trace.on_event("message", json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}), 2.0)
+    r = trace.result()
+    assert r.ok and r.output_tokens == 1 and r.e2e == 2.0
+
+
 @pytest.mark.parametrize(
     ("events", "error"),
     [

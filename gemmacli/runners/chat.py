@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gemmacli.device import Placement
-from gemmacli.errors import GemmacliError, InvalidParamError, UnsupportedInputError
+from gemmacli.errors import ContextLengthError, GemmacliError, InvalidParamError, UnsupportedInputError
 from gemmacli.types import GLOBAL_GEN_DEFAULTS, Completion, Delta, GenParams, Message, TextPart
 
 
@@ -126,6 +126,7 @@ class ChatRunner:
         """A TextGeneration for `prompt`, with the request's, the model's and the global defaults merged."""
         from gemmacli.runners.generation import TextGeneration
 
+        self._check_context(prompt, params.max_tokens)  # the caller's own max_tokens; defaults only clamp
         params = params.with_defaults(self.defaults, GLOBAL_GEN_DEFAULTS)
         return TextGeneration(self, prompt, params, self._max_new_tokens(prompt, params), cancelled)
 
@@ -146,15 +147,22 @@ class ChatRunner:
             if produced:
                 yield [produced.get(id(g.member)) for g in generations]
 
-    def _max_new_tokens(self, prompt: Prompt, params: GenParams) -> int:
-        room = self.context_length - prompt.length
-        if room <= 0:
-            raise InvalidParamError(
-                f"the prompt is {prompt.length} tokens; model {self.name} takes at most {self.context_length}",
-                param="messages",
+    def _check_context(self, prompt: Prompt, max_tokens: int | None) -> None:
+        """Refuse, as OpenAI and vLLM do, a prompt plus max_tokens that overflows the window (no silent clamp)."""
+        if max_tokens is not None and max_tokens < 1:
+            raise InvalidParamError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
+        asked = prompt.length + (max_tokens or 1)
+        if asked > self.context_length:
+            wanted = f" ({prompt.length} in the prompt, {max_tokens} in the completion)" if max_tokens else ""
+            raise ContextLengthError(
+                f"model {self.name} takes at most {self.context_length} tokens, but this request needs "
+                f"{asked}{wanted}; shorten the prompt or lower max_tokens",
+                param="max_tokens" if max_tokens and prompt.length < self.context_length else "messages",
             )
-        if params.max_tokens is not None and params.max_tokens < 1:
-            raise InvalidParamError(f"max_tokens must be at least 1, got {params.max_tokens}", param="max_tokens")
+
+    def _max_new_tokens(self, prompt: Prompt, params: GenParams) -> int:
+        """The request's max_tokens, or the default one clamped to the room left in the window."""
+        room = self.context_length - prompt.length
         return min(params.max_tokens or room, room)
 
 

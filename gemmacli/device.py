@@ -20,6 +20,15 @@ DTypeName = Literal["auto", "bfloat16", "float16", "float32"]
 DTYPE_NAMES = ("auto", "bfloat16", "float16", "float32")
 
 
+def set_threads(threads: int) -> None:
+    """Cap torch's CPU threads (0: torch's default, one per core). On a shared host, fewer threads than cores
+    avoid fighting other processes for them: a thread that loses its core stalls every step of the others."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where and how a model is loaded: the one thing loaders need to know about hardware."""

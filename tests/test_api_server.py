@@ -126,6 +126,7 @@ def test_settings_precedence_flags_over_env_over_dotenv(tmp_path):
 def test_bad_setting_values_are_one_clear_error():
     from gemmacli.errors import GemmacliError
 
+    assert ServerSettings.load({}, environ={"GEMMACLI_THREADS": "1"}).threads == 1
     with pytest.raises(GemmacliError, match="GEMMACLI_PORT"):
         ServerSettings.load({}, environ={"GEMMACLI_PORT": "eighty"})
     with pytest.raises(GemmacliError, match="GEMMACLI_WARMUP"):

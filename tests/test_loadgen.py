@@ -261,6 +261,7 @@ def test_unreachable_server_is_one_error_line():
     [
         (["--url", "localhost:8000"], "give a URL like"),
         (["--url", "http://x", "--batch", "2"], "--batch: only applies in process"),
+        (["--url", "http://x", "--threads", "1"], "--threads: only applies in process"),
         (["--concurrency", "4"], "--concurrency: only applies with --url"),
         (["--url", "http://x", "--concurrency", "0"], "'0' is not valid"),
         (["--url", "http://x", "--rate", "fast"], "'fast' is not valid"),

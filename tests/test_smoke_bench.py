@@ -192,3 +192,18 @@ def test_bench_rejects_bad_batch(value):
     result = invoke("bench", "--batch", value)
     assert result.exit_code == 2
     assert "Invalid value" in result.output and "--batch" in result.output
+
+
+def test_set_threads_caps_torch_and_zero_keeps_the_default():
+    import torch
+
+    from gemmacli.device import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_threads(0)
+        assert torch.get_num_threads() == before
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -64,7 +64,7 @@ HTTP = "Over HTTP (--url)"
 LOCAL = "In process (without --url)"
 # Options of one mode that make no sense in the other: given anyway on the command line, they are an error.
 _HTTP_ONLY = ("concurrency", "rate", "requests", "endpoint", "temperature", "warmup", "api_key", "timeout")
-_LOCAL_ONLY = ("batch", "repeat", "device", "dtype")
+_LOCAL_ONLY = ("batch", "repeat", "device", "dtype", "threads")
 
 
 @app.command(
@@ -118,6 +118,8 @@ def bench(
                                         rich_help_panel=LOCAL)] = 1,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = DType.auto,
+    threads: Annotated[int | None, typer.Option(help=r"CPU threads for torch \[default: one per core].", min=1,
+                                                rich_help_panel=LOCAL, show_default=False)] = None,
 ) -> None:  # fmt: skip
     """Measure speed: in this process (load time, prefill and decode tokens/s, peak memory per batch size),
     or with --url, a running server under load (TTFT, TPOT, ITL, throughput per concurrency or rate).
@@ -137,7 +139,9 @@ def bench(
         )  # fmt: skip
         return _bench_server(config, json_out=json_out, quiet=quiet)
     from gemmacli.bench import BenchConfig, BenchReport, InProcessSource, run_bench
+    from gemmacli.device import set_threads
 
+    set_threads(threads or 0)
     config = BenchConfig(tuple(batch), max_tokens, prompt_tokens, repeat, seed)
     source, load_s = InProcessSource.load(lambda: load_runner(model, "chat", device=device, dtype=dtype, quiet=quiet))
     with _bench_progress(len(config.batches) * repeat, quiet=quiet) as advance:

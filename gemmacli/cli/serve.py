@@ -35,6 +35,7 @@ def serve(
     ] = None,
     warmup: Annotated[bool | None, typer.Option("--warmup/--no-warmup", help="Run each model once first.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    threads: Annotated[int | None, typer.Option(help=r"CPU threads for torch \[default: one per core].", min=1)] = None,
     env_file: Annotated[Path, typer.Option(help="KEY=VALUE file of GEMMACLI_* settings.")] = Path(".env"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -50,7 +51,7 @@ def serve(
         "models": tuple(model or ()), "host": host, "port": port, "device": device,
         "dtype": dtype.value if dtype else None, "api_keys": tuple(api_key or ()),
         "max_batch": max_batch, "max_queue": max_queue, "request_timeout": request_timeout,
-        "allow_remote_media": allow_remote_media, "warmup": warmup, "log_level": log_level,
+        "allow_remote_media": allow_remote_media, "warmup": warmup, "log_level": log_level, "threads": threads,
     }  # fmt: skip
     settings = ServerSettings.load(overrides, dotenv=env_file)
     quiet_libraries()

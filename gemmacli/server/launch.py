@@ -10,6 +10,7 @@ import logging
 import signal
 import threading
 
+from gemmacli.device import set_threads
 from gemmacli.errors import GemmacliError, ModelUnavailableError
 from gemmacli.models.loader import LoadOptions, ModelLoader, Prepared
 from gemmacli.server.registry import Registry, ServedModel
@@ -94,6 +95,7 @@ def serve(settings: ServerSettings, report) -> None:
 
     from gemmacli.server.app import configure_logging, create_app
 
+    set_threads(settings.threads)
     loader = ModelLoader(paths=_paths(settings))
     prepared = prepare_models(settings, loader, report)
     configure_logging(settings.log_level)

@@ -65,7 +65,10 @@ def parse_url(url: str, param: str) -> Target:
         raise refuse("the URL has a backslash, which HTTP clients disagree about; use '/'", param)
     if any(c <= " " or c == "\x7f" for c in url):
         raise refuse("the URL has whitespace or control characters; percent-encode them", param)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed or invalid [IPv6] host
+        raise refuse("the URL's IPv6 address is malformed", param) from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS or not url[len(scheme) :].startswith("://"):
         shown = f"{scheme}:" if scheme else "a scheme-relative URL"
@@ -86,6 +89,8 @@ def _split_netloc(netloc: str, scheme: str, param: str) -> tuple[str, str | int]
         port_text = rest[1:] if rest else None
     else:
         host, sep, port_text = netloc.rpartition(":") if ":" in netloc else (netloc, "", None)
+        if ":" in host:
+            raise refuse(f"the URL's host {host!r} is not a valid host name (IPv6 addresses go in [brackets])", param)
     if port_text is None:
         return host.lower(), DEFAULT_PORTS[scheme]
     if not _PORT.match(port_text) or not 0 < int(port_text) < 65536:

@@ -25,7 +25,7 @@ from gemmacli.server.errors import error_body
 from gemmacli.server.metrics import Metrics
 
 log = logging.getLogger("gemmacli.access")
-_ORIGIN = re.compile(r"^https?://[^/?#@\\s]+$")
+_ORIGIN = re.compile(r"^https?://[^/?#@\\\s]+$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/audio/transcriptions",
               "/v1/audio/translations", "/v1/models", "/health", "/metrics")  # fmt: skip
@@ -49,6 +49,8 @@ class Access:
     @classmethod
     def from_settings(cls, settings) -> Access:
         keys = (*settings.api_keys, *read_key_file(settings.api_key_file))
+        if settings.metrics_auth and not keys:  # else /metrics would stay open while the flag says otherwise
+            raise GemmacliError("--metrics-auth needs a key: give --api-key or --api-key-file too")
         public = frozenset({"/health"} if settings.metrics_auth else {"/health", "/metrics"})
         return cls(tuple(k.encode() for k in keys), public, cors_config(settings.cors_origins))
 

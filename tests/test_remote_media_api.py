@@ -131,10 +131,9 @@ def test_audio_urls_go_through_the_same_checks(api):
 def test_a_slow_fetch_does_not_block_the_event_loop(api, media):
     slow = threading.Thread(target=post, args=(api, chat(media.url("/slow?seconds=6"))))
     slow.start()
-    time.sleep(0.3)  # the fetch is now trickling on a worker thread
-    started = time.monotonic()
+    time.sleep(0.3)  # the fetch is now trickling on a worker thread, for 1.2 s more
     assert api.get("/health").status_code == 200
-    assert time.monotonic() - started < 0.5
+    assert slow.is_alive()  # /health answered while the fetch was still running
     slow.join()
 
 

@@ -242,14 +242,6 @@ def test_media_errors_name_what_is_wrong(http, images, audio):
     assert MODEL in assert_openai_error(http.post("/v1/chat/completions", json=speech), 400)["message"]
 
 
-def test_remote_media_flag_on_still_says_not_supported_yet(registry):
-    from gemmacli.server.settings import ServerSettings
-
-    with live_app(registry, ServerSettings(allow_remote_media=True)) as (url, _):
-        r = httpx.post(f"{url}/v1/chat/completions", json=_chat(messages=_content(_image("http://x/a.png"))))
-    assert "not supported yet" in assert_openai_error(r, 400, IMG)["message"]
-
-
 def test_malformed_json_is_a_400(http):
     r = http.post("/v1/chat/completions", content=b'{"model": "gemma-3-270m", "messages": [', headers={
         "content-type": "application/json"})  # fmt: skip

@@ -36,6 +36,22 @@ def serve(
     warmup: Annotated[bool | None, typer.Option("--warmup/--no-warmup", help="Run each model once first.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     threads: Annotated[int | None, typer.Option(help=r"CPU threads for torch \[default: one per core].", min=1)] = None,
+    remote_media_host: Annotated[
+        list[str] | None, typer.Option(help="Only host media URLs may name (repeatable; *.example.com too).")
+    ] = None,
+    remote_media_allow_network: Annotated[
+        list[str] | None, typer.Option(help="Fetch media from this private CIDR too, e.g. 10.1.2.0/24 (repeatable).")
+    ] = None,
+    remote_media_timeout: Annotated[
+        float | None, typer.Option(help=r"Seconds per media URL, redirects included \[default: 10].", min=0.1)
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Browser origin allowed by CORS (repeatable; default: CORS off).")
+    ] = None,
+    api_key_file: Annotated[Path | None, typer.Option(help="File of accepted bearer keys, one a line.")] = None,
+    metrics_auth: Annotated[
+        bool | None, typer.Option("--metrics-auth/--public-metrics", help="Require the key for /metrics too.")
+    ] = None,
     env_file: Annotated[Path, typer.Option(help="KEY=VALUE file of GEMMACLI_* settings.")] = Path(".env"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -52,6 +68,9 @@ def serve(
         "dtype": dtype.value if dtype else None, "api_keys": tuple(api_key or ()),
         "max_batch": max_batch, "max_queue": max_queue, "request_timeout": request_timeout,
         "allow_remote_media": allow_remote_media, "warmup": warmup, "log_level": log_level, "threads": threads,
+        "remote_media_hosts": tuple(remote_media_host or ()),
+        "remote_media_networks": tuple(remote_media_allow_network or ()), "remote_media_timeout": remote_media_timeout,
+        "cors_origins": tuple(cors_origin or ()), "api_key_file": api_key_file, "metrics_auth": metrics_auth,
     }  # fmt: skip
     settings = ServerSettings.load(overrides, dotenv=env_file)
     quiet_libraries()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from litestar import Litestar
-from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
@@ -14,8 +13,9 @@ from gemmacli.server import errors
 from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
-from gemmacli.server.middleware import request_context
+from gemmacli.server.middleware import Access, request_context
 from gemmacli.server.registry import Registry
+from gemmacli.server.remote_media import RemoteMedia
 from gemmacli.server.routes import audio, chat, completions, embeddings, meta
 from gemmacli.server.services import Services
 from gemmacli.server.settings import ServerSettings
@@ -34,13 +34,14 @@ def create_app(
     engine: Engine | None = None,
     metrics: Metrics | None = None,
     on_startup: list = (),
-    cors_origins: tuple[str, ...] = (),
 ) -> Litestar:
     """Everything the app uses is passed in: tests hand it ready runners, `gemmacli serve` loads them first."""
     metrics = metrics or Metrics()
     engine = engine or Engine(max_running=settings.max_batch, max_queue=settings.max_queue,
                               on_change=metrics.engine_changed)  # fmt: skip
-    services = Services(registry, engine, metrics, settings, EmbedBatcher.from_settings(engine, metrics, settings))
+    services = Services(registry, engine, metrics, settings, EmbedBatcher.from_settings(engine, metrics, settings),
+                        remote_media=RemoteMedia.from_settings(settings))  # fmt: skip
+    access = Access.from_settings(settings)
 
     def start_engine() -> None:
         if not engine.alive:
@@ -56,14 +57,14 @@ def create_app(
         on_startup=[start_engine, *on_startup],
         on_shutdown=[stop_engine],
         request_max_body_size=settings.max_body_bytes,
-        cors_config=CORSConfig(allow_origins=list(cors_origins)) if cors_origins else None,
+        cors_config=access.cors,  # None unless --cors-origin: browsers on other sites get no access
         openapi_config=OpenAPIConfig(title="gemmacli", version=__version__, path="/docs"),
         logging_config=None,
         debug=False,
         state={"services": services},
     )
     # Around routing, not inside it: unknown paths and refused keys get request ids, logs and counts too.
-    app.asgi_handler = request_context(settings.api_keys, metrics)(app.asgi_handler)
+    app.asgi_handler = request_context(access, metrics)(app.asgi_handler)
     return app
 
 

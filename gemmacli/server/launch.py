@@ -94,14 +94,19 @@ def serve(settings: ServerSettings, report) -> None:
     import uvicorn
 
     from gemmacli.server.app import configure_logging, create_app
+    from gemmacli.server.middleware import Access
+    from gemmacli.server.remote_media import RemoteMedia
 
+    # A bad access or media flag fails at once, before any download.
+    Access.from_settings(settings), RemoteMedia.from_settings(settings)
     set_threads(settings.threads)
     loader = ModelLoader(paths=_paths(settings))
     prepared = prepare_models(settings, loader, report)
     configure_logging(settings.log_level)
     registry = Registry(ready=False)
     app = create_app(registry, settings, on_startup=[lambda: load_in_background(prepared, loader, settings, registry)])
-    log.info("listening", extra={"url": f"http://{settings.host}:{settings.port}", "auth": bool(settings.api_keys)})
+    auth = bool(settings.api_keys or settings.api_key_file)
+    log.info("listening", extra={"url": f"http://{settings.host}:{settings.port}", "auth": auth})
     # uvicorn drains, then re-raises the signal to the handler it found: make that a clean exit 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,

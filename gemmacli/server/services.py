@@ -9,6 +9,7 @@ from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
 from gemmacli.server.registry import Registry
+from gemmacli.server.remote_media import RemoteMedia
 from gemmacli.server.settings import ServerSettings
 
 
@@ -20,3 +21,4 @@ class Services:
     settings: ServerSettings
     embed_batcher: EmbedBatcher
     media_limits: MediaLimits = MediaLimits()
+    remote_media: RemoteMedia | None = None  # None: data: URLs only

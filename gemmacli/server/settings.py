@@ -32,6 +32,12 @@ class ServerSettings:
     log_level: str = "info"  # debug, info, warning or error
     catalog: Path | None = None  # extra catalog entries (TOML)
     threads: int = 0  # torch CPU threads; 0 = one per core
+    remote_media_hosts: tuple[str, ...] = ()  # hosts media URLs may name (*.example.com too); empty = any public
+    remote_media_networks: tuple[str, ...] = ()  # CIDR networks fetched from although not public (internal servers)
+    remote_media_timeout: float = 10.0  # seconds for one media fetch, redirects included
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed by CORS; empty = CORS off
+    api_key_file: Path | None = None  # more bearer keys, one a line (# comments allowed)
+    metrics_auth: bool = False  # /metrics needs a key too (/health is always public)
 
     @classmethod
     def load(cls, overrides: dict[str, Any], environ: dict[str, str] | None = None, dotenv: Path | None = None):
@@ -65,7 +71,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 def _parse(name: str, raw: str, default: Any) -> Any:
     try:
-        if name in ("models", "api_keys"):
+        if isinstance(default, tuple):
             return tuple(v.strip() for v in raw.split(",") if v.strip())
         if isinstance(default, bool):
             if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -75,7 +81,7 @@ def _parse(name: str, raw: str, default: Any) -> Any:
             return int(raw)
         if isinstance(default, float):
             return float(raw)
-        if name == "catalog":
+        if name in ("catalog", "api_key_file"):
             return Path(raw)
         return raw
     except ValueError:

@@ -37,6 +37,7 @@ async def chat_completions(data: ChatCompletionRequest, services: Services, requ
 
 
 async def _messages(data: ChatCompletionRequest, services: Services) -> list[Message]:
-    """Decoding images and audio is real CPU work: keep it off the event loop (but off the engine too)."""
-    convert = partial(data.to_messages, services.media_limits, allow_remote=services.settings.allow_remote_media)
+    """Decoding images and audio is real CPU work, fetching them is blocking I/O: keep both off the event loop
+    (and off the engine thread)."""
+    convert = partial(data.to_messages, services.media_limits, remote=services.remote_media)
     return await anyio.to_thread.run_sync(convert) if data.has_media else convert()

@@ -10,6 +10,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from gemmacli.errors import InvalidParamError, MediaError
 from gemmacli.media import MediaLimits, decode_audio, decode_image
+from gemmacli.server.remote_media import RemoteMedia
 from gemmacli.server.schema.common import Usage, decode_base64, decode_data_url, new_id, now
 from gemmacli.server.schema.completions import (
     GenerationRequest,
@@ -110,11 +111,12 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
         return any(not isinstance(p, TextContent) for m in self.messages if isinstance(m.content, list)
                    for p in m.content)  # fmt: skip
 
-    def to_messages(self, limits: MediaLimits, *, allow_remote: bool = False) -> list[Message]:
-        return [_message(m, f"messages[{i}]", limits, allow_remote) for i, m in enumerate(self.messages)]
+    def to_messages(self, limits: MediaLimits, *, remote: RemoteMedia | None = None) -> list[Message]:
+        """Blocking (media URLs may be fetched): the route runs it on a worker thread when there is media."""
+        return [_message(m, f"messages[{i}]", limits, remote) for i, m in enumerate(self.messages)]
 
 
-def _message(message: ChatMessage, param: str, limits: MediaLimits, allow_remote: bool) -> Message:
+def _message(message: ChatMessage, param: str, limits: MediaLimits, remote: RemoteMedia | None) -> Message:
     role = "system" if message.role == "developer" else message.role  # developer is OpenAI's new name for system
     content = message.content
     if content is None:
@@ -123,7 +125,7 @@ def _message(message: ChatMessage, param: str, limits: MediaLimits, allow_remote
         return Message(role, "")
     if isinstance(content, str):
         return Message(role, content)
-    parts = [_part(p, f"{param}.content[{j}]", limits, allow_remote) for j, p in enumerate(content)]
+    parts = [_part(p, f"{param}.content[{j}]", limits, remote) for j, p in enumerate(content)]
     if all(isinstance(p, TextPart) for p in parts):
         return Message(role, "\n".join(p.text for p in parts))  # text-only: one string, as most templates expect
     if role != "user":
@@ -131,33 +133,33 @@ def _message(message: ChatMessage, param: str, limits: MediaLimits, allow_remote
     return Message(role, tuple(parts))
 
 
-def _part(part: ContentPart, param: str, limits: MediaLimits, allow_remote: bool) -> Part:
+def _part(part: ContentPart, param: str, limits: MediaLimits, remote: RemoteMedia | None) -> Part:
     if isinstance(part, TextContent):
         return TextPart(part.text)
     try:
         if isinstance(part, ImageContent):
             param += ".image_url"
-            data = _fetch(part.image_url, param, limits.max_image_bytes, allow_remote)
+            data = _fetch(part.image_url, param, limits.max_image_bytes, remote)
             return decode_image(data, limits, name=param)
         if isinstance(part, AudioContent):
             param += ".input_audio.data"
             return decode_audio(decode_base64(part.input_audio.data, param=param), limits, name=param)
         param += ".audio_url"
-        return decode_audio(_fetch(part.audio_url, param, limits.max_audio_bytes, allow_remote), limits, name=param)
+        return decode_audio(_fetch(part.audio_url, param, limits.max_audio_bytes, remote), limits, name=param)
     except MediaError as exc:
         exc.param = exc.param or param
         raise
 
 
-def _fetch(url: MediaURL | str, param: str, max_bytes: int, allow_remote: bool) -> bytes:
-    """Media bytes from a data: URL; http(s) URLs are refused (fetching them is a separate hardening job)."""
+def _fetch(url: MediaURL | str, param: str, max_bytes: int, remote: RemoteMedia | None) -> bytes:
+    """Media bytes from a data: URL, or from any other URL through the SSRF-checked fetcher when it is on."""
     url = url if isinstance(url, str) else url.url
-    if url[:8].lower().startswith(("http://", "https://")):
-        if not allow_remote:
-            raise MediaError("remote media URLs are turned off on this server; send the file inline as a data: URL "
-                             "(data:image/png;base64,...)", param=param)  # fmt: skip
-        raise MediaError("fetching remote media URLs is not supported yet; send a data: URL instead", param=param)
-    return decode_data_url(url, param=param, max_bytes=max_bytes)
+    if url[:5].lower() == "data:":
+        return decode_data_url(url, param=param, max_bytes=max_bytes)
+    if remote is None:
+        raise MediaError("only data: URLs are accepted (data:image/png;base64,...): this server does not fetch "
+                         "media URLs (gemmacli serve --allow-remote-media turns that on)", param=param)  # fmt: skip
+    return remote.fetch(url, max_bytes, param)
 
 
 # -- response

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from gemmacli.media import MediaLimits
 from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
 from gemmacli.server.registry import Registry
+from gemmacli.server.schema.limits import RequestLimits
 from gemmacli.server.settings import ServerSettings
 
 
@@ -19,4 +21,11 @@ class Services:
     metrics: Metrics
     settings: ServerSettings
     embed_batcher: EmbedBatcher
-    media_limits: MediaLimits = MediaLimits()
+
+    @cached_property
+    def media_limits(self) -> MediaLimits:
+        return self.settings.media_limits()
+
+    @cached_property
+    def request_limits(self) -> RequestLimits:
+        return self.settings.request_limits()

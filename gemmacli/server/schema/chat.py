@@ -13,11 +13,12 @@ from gemmacli.media import MediaLimits, decode_audio, decode_image
 from gemmacli.server.schema.common import Usage, decode_base64, decode_data_url, new_id, now
 from gemmacli.server.schema.completions import (
     GenerationRequest,
-    PositiveInt,
+    TokenCount,
     finish_reason,
     unsupported,
     wire_usage,
 )
+from gemmacli.server.schema.limits import RequestLimits, TextBudget, check_count
 from gemmacli.types import Completion, Delta, GenParams, Message, Part, TextPart
 from gemmacli.types import Usage as NeutralUsage
 
@@ -68,9 +69,9 @@ class ResponseFormat(Struct):
 
 class ChatCompletionRequest(GenerationRequest, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
-    max_completion_tokens: PositiveInt | None = None
+    max_completion_tokens: TokenCount | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None  # OpenAI's range
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     functions: list[Any] | None = None
@@ -99,6 +100,26 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
             if message.tool_calls:
                 unsupported(f"messages[{i}].tool_calls", "tool calls are not supported")
 
+    def check_limits(self, limits: RequestLimits) -> TextBudget:
+        """Counts messages, text, images and audio clips before anything is decoded."""
+        budget = super().check_limits(limits)
+        check_count(self.messages, limits.max_messages, "messages", "messages")
+        media: dict[type, list[str]] = {ImageContent: [], AudioContent: [], AudioURLContent: []}
+        for i, message in enumerate(self.messages):
+            param = f"messages[{i}].content"
+            if isinstance(message.content, str):
+                budget.add(len(message.content), param)
+                continue
+            budget.add(sum(len(p.text) for p in message.content or () if isinstance(p, TextContent)), param)
+            for j, part in enumerate(message.content or ()):
+                media.get(type(part), []).append(f"{param}[{j}]")
+        images, audio = media[ImageContent], media[AudioContent] + media[AudioURLContent]
+        if len(images) > limits.max_images:
+            _too_many(images, limits.max_images, "images")
+        if len(audio) > limits.max_audio_clips:
+            _too_many(audio, limits.max_audio_clips, "audio clips")
+        return budget
+
     def to_params(self) -> GenParams:
         params = super().to_params()
         # max_completion_tokens is OpenAI's newer name; when a client sends both, it is the one it means.
@@ -112,6 +133,11 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
 
     def to_messages(self, limits: MediaLimits, *, allow_remote: bool = False) -> list[Message]:
         return [_message(m, f"messages[{i}]", limits, allow_remote) for i, m in enumerate(self.messages)]
+
+
+def _too_many(params: list[str], limit: int, what: str) -> None:
+    """Names the first part over the limit, so a client can see where to cut."""
+    raise InvalidParamError(f"the request holds {len(params)} {what}; the limit is {limit}", param=params[limit])
 
 
 def _message(message: ChatMessage, param: str, limits: MediaLimits, allow_remote: bool) -> Message:
@@ -137,19 +163,21 @@ def _part(part: ContentPart, param: str, limits: MediaLimits, allow_remote: bool
     try:
         if isinstance(part, ImageContent):
             param += ".image_url"
-            data = _fetch(part.image_url, param, limits.max_image_bytes, allow_remote)
+            data = _fetch(part.image_url, param, limits.max_image_bytes, allow_remote, "image")
             return decode_image(data, limits, name=param)
         if isinstance(part, AudioContent):
             param += ".input_audio.data"
-            return decode_audio(decode_base64(part.input_audio.data, param=param), limits, name=param)
+            data = decode_base64(part.input_audio.data, param=param, max_bytes=limits.max_audio_bytes)
+            return decode_audio(data, limits, name=param)
         param += ".audio_url"
-        return decode_audio(_fetch(part.audio_url, param, limits.max_audio_bytes, allow_remote), limits, name=param)
+        data = _fetch(part.audio_url, param, limits.max_audio_bytes, allow_remote, "audio")
+        return decode_audio(data, limits, name=param)
     except MediaError as exc:
         exc.param = exc.param or param
         raise
 
 
-def _fetch(url: MediaURL | str, param: str, max_bytes: int, allow_remote: bool) -> bytes:
+def _fetch(url: MediaURL | str, param: str, max_bytes: int, allow_remote: bool, kind: str) -> bytes:
     """Media bytes from a data: URL; http(s) URLs are refused (fetching them is a separate hardening job)."""
     url = url if isinstance(url, str) else url.url
     if url[:8].lower().startswith(("http://", "https://")):
@@ -157,7 +185,7 @@ def _fetch(url: MediaURL | str, param: str, max_bytes: int, allow_remote: bool) 
             raise MediaError("remote media URLs are turned off on this server; send the file inline as a data: URL "
                              "(data:image/png;base64,...)", param=param)  # fmt: skip
         raise MediaError("fetching remote media URLs is not supported yet; send a data: URL instead", param=param)
-    return decode_data_url(url, param=param, max_bytes=max_bytes)
+    return decode_data_url(url, param=param, max_bytes=max_bytes, kind=kind)
 
 
 # -- response

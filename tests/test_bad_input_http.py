@@ -143,3 +143,15 @@ def test_unknown_route_and_wrong_method(client):
     expect(client.get("/v1/embeddings"), 405)
     expect(client.put("/v1/chat/completions", json=VALID["chat"]), 405)
     embeds(client)
+
+
+def test_limits_come_from_flags_then_env_then_dotenv(tmp_path):
+    from gemmacli.server.settings import ServerSettings
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("GEMMACLI_MAX_IMAGES=3\nGEMMACLI_MAX_AUDIO_SECONDS=9.5\nGEMMACLI_MAX_STOP=2\n")
+    env = {"GEMMACLI_MAX_STOP": "5", "GEMMACLI_EMBED_TRUNCATE": "true"}
+    settings = ServerSettings.load({"max_images": 7}, environ=env, dotenv=dotenv)
+    limits, media = settings.request_limits(), settings.media_limits()
+    assert (limits.max_images, limits.max_stop, limits.embed_truncate) == (7, 5, True)
+    assert media.max_audio_seconds == 9.5 and media.max_image_pixels == 50_000_000

@@ -10,6 +10,7 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,8 @@ SAMPLE_RATE = 16_000
 # What a photo, screenshot or scan comes as. Other formats Pillow knows (EPS runs Ghostscript; PSD, ICNS,
 # FITS...) are never needed for a prompt, and every parser left out is attack surface gone.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
-AUDIO_RATES = (1_000, 384_000)  # sample rates accepted; a header claiming more would size the read buffers
+AUDIO_RATES = (1_000, 384_000)  # sample rates anyone records at; the header's claim is refused outside them
+MAX_RESAMPLE_FACTOR = 1000  # up/down factors above this make resample_poly's filter huge (2 GHz: 298 GiB)
 BLOCK_SAMPLES = 1 << 20  # samples (frames x channels) read at a time: 4 MB of float32
 
 
@@ -148,12 +150,16 @@ def load_audio(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> AudioP
 
 
 def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Polyphase resampling: exact for the common 8/22.05/44.1/48 kHz rates, and fast."""
+    """Polyphase resampling: exact for the common 8/22.05/44.1/48/96 kHz rates (44.1 kHz is 160/441), and fast.
+
+    An odd rate (a prime such as 44,101 Hz) would need factors in the tens of thousands and a filter as long:
+    its ratio is rounded to factors of at most 1000 instead, off by less than a millionth.
+    """
     import numpy as np
 
     if rate == target:
         return samples
     from scipy.signal import resample_poly
 
-    g = math.gcd(rate, target)
-    return resample_poly(samples, target // g, rate // g).astype(np.float32)
+    ratio = Fraction(target, rate).limit_denominator(MAX_RESAMPLE_FACTOR)
+    return resample_poly(samples, ratio.numerator, ratio.denominator).astype(np.float32)

@@ -133,7 +133,18 @@ def test_audio_headers_that_lie_are_refused_before_decoding():
     with pytest.raises(MediaError, match=r"header says 36,000\.0 s"):
         decode_audio(flac_claiming(36_000), MediaLimits(max_audio_seconds=10))
     with pytest.raises(MediaError, match="sample rate"):
-        decode_audio(wav_claiming_rate(2_000_000_000))  # once sized a 10-second read buffer: 80 GB
+        decode_audio(wav_claiming_rate(1_999_999_973))  # a prime: resampling from it once asked for 298 GiB
+
+
+@pytest.mark.parametrize("rate", [44_101, 383_999, 8_000, 44_100])
+def test_odd_sample_rates_resample_quickly_to_the_right_length(rate):
+    import time
+
+    t = np.arange(rate * 2) / rate
+    started = time.perf_counter()
+    samples = decode_audio(wav_bytes(np.sin(2 * np.pi * 440 * t) * 0.5, rate)).samples
+    assert time.perf_counter() - started < 2.0  # 383,999 Hz took 5 s for 0.1 s of audio before
+    assert abs(len(samples) - 32_000) <= 1
 
 
 def test_compressed_silence_is_stopped_at_the_limit_while_decoding():

@@ -29,7 +29,8 @@ async def embeddings(data: EmbeddingRequest, services: Services) -> EmbeddingRes
         texts = await _texts(services, data, served.runner)
         result = await services.embed_batcher.embed(served.id, served.runner, texts, data.dimensions)
     # The batch embeds an over-long input from its window (it never fails the others); refusing it is ours.
-    result = data.fit(result, served.runner.max_tokens, served.id, limits.embed_truncate)
+    window = getattr(served.runner, "max_tokens", None)  # None: a runner that knows no window
+    result = result if window is None else data.fit(result, window, served.id, limits.embed_truncate)
     _observe(services.metrics, served.id, started, result.total_tokens)
     return EmbeddingResponse.build(served.id, result, data.encoding_format)
 

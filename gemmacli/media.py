@@ -10,6 +10,7 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +21,18 @@ if TYPE_CHECKING:
     import numpy as np
 
 SAMPLE_RATE = 16_000
+# What a photo, screenshot or scan comes as. Other formats Pillow knows (EPS runs Ghostscript; PSD, ICNS,
+# FITS...) are never needed for a prompt, and every parser left out is attack surface gone.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+AUDIO_RATES = (1_000, 384_000)  # sample rates anyone records at; the header's claim is refused outside them
+MAX_RESAMPLE_FACTOR = 1000  # up/down factors above this make resample_poly's filter huge (2 GHz: 298 GiB)
+BLOCK_SAMPLES = 1 << 20  # samples (frames x channels) read at a time: 4 MB of float32
 
 
 @dataclass(frozen=True)
 class MediaLimits:
+    """Per-file limits; the server builds these from its settings (GEMMACLI_MAX_IMAGE_PIXELS and friends)."""
+
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 50_000_000  # about 7000 x 7000
     min_image_side: int = 2
@@ -59,31 +68,36 @@ def decode_image(data: bytes, limits: MediaLimits = DEFAULT_LIMITS, name: str = 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     _check_size(data, limits.max_image_bytes, name)
+    # Pillow's own bomb check (in Image.open) is the second line behind ours; one process serves one set of
+    # limits, so setting its global here does not fight another caller.
+    Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; make every bomb an error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size  # from the header: nothing decoded yet
-            if width * height > limits.max_image_pixels:
-                raise MediaError(
-                    f"{name} is {width}x{height} = {width * height:,} pixels; the limit is {limits.max_image_pixels:,}"
-                )
-            if min(width, height) < limits.min_image_side:
-                raise MediaError(
-                    f"{name} is {width}x{height}; images must be at least {limits.min_image_side} px a side"
-                )
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+            _check_dimensions(image.size, limits, name)  # from the header: nothing decoded yet
             image.load()
             image = ImageOps.exif_transpose(image).convert("RGB")
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise MediaError(f"{name} is too large to decode safely (decompression bomb check)") from None
+        raise MediaError(f"{name} has more than the limit of {limits.max_image_pixels:,} pixels") from None
     except UnidentifiedImageError:
-        raise MediaError(f"{name} is not an image format Pillow can read") from None
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixel data
+        raise MediaError(f"{name} is not an image in a supported format ({', '.join(IMAGE_FORMATS)})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt pixel data
         raise MediaError(f"{name} is corrupt or truncated: {exc}") from None
     return ImagePart(image)
+
+
+def _check_dimensions(size: tuple[int, int], limits: MediaLimits, name: str) -> None:
+    width, height = size
+    if width * height > limits.max_image_pixels:
+        raise MediaError(
+            f"{name} is {width}x{height} = {width * height:,} pixels; the limit is {limits.max_image_pixels:,}"
+        )
+    if min(width, height) < limits.min_image_side:
+        raise MediaError(f"{name} is {width}x{height}; images must be at least {limits.min_image_side} px a side")
 
 
 def load_image(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> ImagePart:
@@ -91,7 +105,8 @@ def load_image(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> ImageP
 
 
 def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS, name: str = "audio") -> AudioPart:
-    """Bytes -> mono float32 at 16 kHz. Samples are counted while decoding, so a lying header cannot blow up."""
+    """Bytes -> mono float32 at 16 kHz. The header's claims are checked first, then samples are counted while
+    decoding in bounded blocks, so a file that decodes to far more than it claims stops at the limit."""
     import numpy as np
     import soundfile as sf
 
@@ -99,16 +114,16 @@ def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS, name: str = 
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate, channels = f.samplerate, f.channels
-            max_frames = math.ceil(limits.max_audio_seconds * rate)
+            max_frames = _check_audio_header(f.frames, rate, channels, limits, name)
             blocks, frames = [], 0
-            for block in f.blocks(blocksize=rate * 10, dtype="float32", always_2d=True):
+            for block in f.blocks(blocksize=max(1, BLOCK_SAMPLES // channels), dtype="float32", always_2d=True):
                 frames += len(block)
                 if frames > max_frames:
                     raise MediaError(f"{name} is longer than the limit of {limits.max_audio_seconds:g} s")
                 blocks.append(block.mean(axis=1) if channels > 1 else block[:, 0])
     except MediaError:
         raise
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
         raise MediaError(f"{name} is not audio soundfile can read (WAV, FLAC, OGG, MP3): {exc}") from None
     if frames == 0:
         raise MediaError(f"{name} holds no samples")
@@ -116,17 +131,35 @@ def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS, name: str = 
     return AudioPart(resample(samples, rate))
 
 
+def _check_audio_header(claimed: int, rate: int, channels: int, limits: MediaLimits, name: str) -> int:
+    """The most frames the limit allows; refuses a rate or a claimed length that is out of bounds."""
+    low, high = AUDIO_RATES
+    if not low <= rate <= high:
+        raise MediaError(f"{name} has a sample rate of {rate:,} Hz; accepted: {low:,} to {high:,} Hz")
+    if channels < 1:
+        raise MediaError(f"{name} has no audio channels")
+    max_frames = math.ceil(limits.max_audio_seconds * rate)
+    if max_frames < claimed < 1 << 62:  # 2**63-1 means "length unknown" (a stream)
+        limit, claims = f"{limits.max_audio_seconds:g}", f"{claimed / rate:,.1f}"
+        raise MediaError(f"{name} is longer than the limit of {limit} s (its header says {claims} s)")
+    return max_frames
+
+
 def load_audio(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> AudioPart:
     return decode_audio(read_file(path, "audio"), limits, name=f"audio {Path(path).name}")
 
 
 def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Polyphase resampling: exact for the common 8/22.05/44.1/48 kHz rates, and fast."""
+    """Polyphase resampling: exact for the common 8/22.05/44.1/48/96 kHz rates (44.1 kHz is 160/441), and fast.
+
+    An odd rate (a prime such as 44,101 Hz) would need factors in the tens of thousands and a filter as long:
+    its ratio is rounded to factors of at most 1000 instead, off by less than a millionth.
+    """
     import numpy as np
 
     if rate == target:
         return samples
     from scipy.signal import resample_poly
 
-    g = math.gcd(rate, target)
-    return resample_poly(samples, target // g, rate // g).astype(np.float32)
+    ratio = Fraction(target, rate).limit_denominator(MAX_RESAMPLE_FACTOR)
+    return resample_poly(samples, ratio.numerator, ratio.denominator).astype(np.float32)

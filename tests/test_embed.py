@@ -45,8 +45,11 @@ def test_token_counts_are_real(embed_runner):
     assert result.total_tokens == sum(result.token_counts)
 
 
-def test_long_input_is_counted_up_to_the_window(embed_runner):
-    assert embed_runner.embed(["word " * 1000]).token_counts[0] == embed_runner.max_tokens
+def test_long_input_is_counted_in_full_and_embedded_from_its_window(embed_runner):
+    window = embed_runner.max_tokens
+    long, head = embed_runner.embed(["word " * 1000, "word " * (window - 2)]).vectors  # [CLS] + words + [SEP]
+    assert embed_runner.count_tokens(["word " * 1000]) == (1002,)
+    np.testing.assert_allclose(long, head, atol=1e-5)
 
 
 @pytest.mark.parametrize("dimensions", [0, 385])

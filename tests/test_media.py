@@ -99,3 +99,59 @@ def test_bad_audio_gives_a_readable_error(data, message):
 def test_audio_without_samples():
     with pytest.raises(MediaError, match="no samples"):
         decode_audio(wav_bytes(np.zeros(0), 16_000))
+
+
+def test_a_header_claiming_a_huge_image_is_refused_before_decoding():
+    from badinput import png_claiming
+    from PIL import Image
+
+    with pytest.raises(MediaError, match="pixels"):
+        decode_image(png_claiming(100_000, 100_000))
+    with pytest.raises(MediaError, match="pixels"):
+        decode_image(png_claiming(3000, 3000), MediaLimits(max_image_pixels=4_000_000))  # between 1x and 2x
+    assert Image.MAX_IMAGE_PIXELS == 4_000_000  # Pillow's own check follows ours
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PCX", "TGA"])
+def test_formats_outside_the_common_ones_are_not_opened(fmt):
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(buffer, format=fmt)
+    with pytest.raises(MediaError, match="supported format"):
+        decode_image(buffer.getvalue())
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_common_formats_open(fmt):
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(buffer, format=fmt)
+    assert decode_image(buffer.getvalue()).image.size == (16, 16)
+
+
+def test_audio_headers_that_lie_are_refused_before_decoding():
+    from badinput import flac_claiming, wav_claiming_rate
+
+    with pytest.raises(MediaError, match=r"header says 36,000\.0 s"):
+        decode_audio(flac_claiming(36_000), MediaLimits(max_audio_seconds=10))
+    with pytest.raises(MediaError, match="sample rate"):
+        decode_audio(wav_claiming_rate(1_999_999_973))  # a prime: resampling from it once asked for 298 GiB
+
+
+@pytest.mark.parametrize("rate", [44_101, 383_999, 8_000, 44_100])
+def test_odd_sample_rates_resample_quickly_to_the_right_length(rate):
+    import time
+
+    t = np.arange(rate * 2) / rate
+    started = time.perf_counter()
+    samples = decode_audio(wav_bytes(np.sin(2 * np.pi * 440 * t) * 0.5, rate)).samples
+    assert time.perf_counter() - started < 2.0  # 383,999 Hz took 5 s for 0.1 s of audio before
+    assert abs(len(samples) - 32_000) <= 1
+
+
+def test_compressed_silence_is_stopped_at_the_limit_while_decoding():
+    from badinput import sound
+
+    data = sound(60, fmt="FLAC")
+    assert len(data) < 5_000  # a minute in a few kilobytes
+    with pytest.raises(MediaError, match="longer than"):
+        decode_audio(data, MediaLimits(max_audio_seconds=10))
+    assert len(decode_audio(data, MediaLimits(max_audio_seconds=60)).samples) == 60 * 16_000

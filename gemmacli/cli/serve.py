@@ -12,6 +12,12 @@ from gemmacli.cli.common import quiet_libraries
 from gemmacli.cli.options import DType, QuietOpt
 from gemmacli.cli.ui import reporting
 
+LIMITS = "Request limits"  # a help panel of their own; defaults in the README's limits table
+
+
+def _limit(help: str, minimum: float = 0):
+    return typer.Option(help=help, min=minimum, rich_help_panel=LIMITS)
+
 
 @app.command(
     epilog="""[b]Examples[/]\n
@@ -54,6 +60,29 @@ def serve(
     ] = None,
     env_file: Annotated[Path, typer.Option(help="KEY=VALUE file of GEMMACLI_* settings.")] = Path(".env"),
     quiet: QuietOpt = False,
+    max_body_bytes: Annotated[int | None, _limit(r"Request body bytes; more get 413 \[default: 50 MiB].", 1)] = None,
+    max_messages: Annotated[int | None, _limit(r"Chat messages per request \[default: 2048].", 1)] = None,
+    max_inputs: Annotated[int | None, _limit(r"Embedding inputs / prompts per request \[default: 2048].", 1)] = None,
+    max_text_chars: Annotated[int | None, _limit(r"Characters per text \[default: 10 Mi].", 1)] = None,
+    max_total_chars: Annotated[int | None, _limit(r"Characters per request \[default: 20 Mi].", 1)] = None,
+    max_images: Annotated[int | None, _limit(r"Images per chat request \[default: 32].")] = None,
+    max_image_bytes: Annotated[int | None, _limit(r"Bytes per image \[default: 20 MiB].", 1)] = None,
+    max_image_pixels: Annotated[int | None, _limit(r"Pixels per image \[default: 50 M].", 1)] = None,
+    min_image_side: Annotated[int | None, _limit(r"Smallest image side in px \[default: 2].", 1)] = None,
+    max_audio_clips: Annotated[int | None, _limit(r"Audio parts per chat request \[default: 4].")] = None,
+    max_audio_bytes: Annotated[int | None, _limit(r"Bytes per audio file \[default: 25 MiB].", 1)] = None,
+    max_audio_seconds: Annotated[float | None, _limit(r"Seconds per audio file \[default: 7200].", 1)] = None,
+    max_stop: Annotated[int | None, _limit(r"Stop strings per request \[default: 16].")] = None,
+    max_stop_chars: Annotated[int | None, _limit(r"Characters per stop string \[default: 1024].", 1)] = None,
+    max_audio_prompt_chars: Annotated[int | None, _limit(r"Transcription prompt chars \[default: 4096].")] = None,
+    embed_truncate: Annotated[
+        bool | None,
+        typer.Option(
+            "--embed-truncate/--no-embed-truncate",
+            rich_help_panel=LIMITS,
+            help=r"Cut over-long embedding inputs, not a 400 \[default: off].",
+        ),
+    ] = None,
 ) -> None:
     """OpenAI-compatible HTTP server: chat, completions, embeddings, audio, models, health, metrics.
 
@@ -71,6 +100,12 @@ def serve(
         "remote_media_hosts": tuple(remote_media_host or ()),
         "remote_media_networks": tuple(remote_media_allow_network or ()), "remote_media_timeout": remote_media_timeout,
         "cors_origins": tuple(cors_origin or ()), "api_key_file": api_key_file, "metrics_auth": metrics_auth,
+        "max_body_bytes": max_body_bytes, "max_messages": max_messages, "max_inputs": max_inputs,
+        "max_text_chars": max_text_chars, "max_total_chars": max_total_chars, "max_images": max_images,
+        "max_image_bytes": max_image_bytes, "max_image_pixels": max_image_pixels, "min_image_side": min_image_side,
+        "max_audio_clips": max_audio_clips, "max_audio_bytes": max_audio_bytes, "max_audio_seconds": max_audio_seconds,
+        "max_stop": max_stop, "max_stop_chars": max_stop_chars, "max_audio_prompt_chars": max_audio_prompt_chars,
+        "embed_truncate": embed_truncate,
     }  # fmt: skip
     settings = ServerSettings.load(overrides, dotenv=env_file)
     quiet_libraries()

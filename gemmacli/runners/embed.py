@@ -40,7 +40,11 @@ class EmbedRunner:
         return cls(model.eval(), name=name, placement=placement)
 
     def embed(self, texts: Sequence[str], *, dimensions: int | None = None, batch_size: int = 32) -> Embeddings:
-        """Unit-norm vectors (N, D); with `dimensions`, cut to the first D and renormalised (Matryoshka style)."""
+        """Unit-norm vectors (N, D); with `dimensions`, cut to the first D and renormalised (Matryoshka style).
+
+        An input longer than `max_tokens` is embedded from its first `max_tokens` tokens, as sentence-transformers
+        does; its token count is still its full length, so callers can refuse it (the server does, like OpenAI).
+        """
         import numpy as np
 
         if not texts:
@@ -52,8 +56,9 @@ class EmbedRunner:
         return Embeddings(truncate(vectors, dimensions), self.count_tokens(texts))
 
     def count_tokens(self, texts: Sequence[str]) -> tuple[int, ...]:
-        """Tokens each input really used (after truncation to the model's window)."""
-        lengths = self.tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=self.max_tokens)
+        """Each input's full length in tokens, special tokens included; above `max_tokens` means it is cut."""
+        lengths = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False,
+                                 return_attention_mask=False, return_token_type_ids=False)  # fmt: skip
         return tuple(len(ids) for ids in lengths["input_ids"])
 
 

@@ -61,6 +61,10 @@ def to_api_error(exc: Exception, request_id: str | None = None) -> APIError:
                         code="timeout")  # fmt: skip
     if isinstance(exc, ValidationException):
         return _validation_error(exc)
+    if isinstance(exc, UnicodeDecodeError):  # Litestar decodes the body as UTF-8 before msgspec sees it
+        return APIError(400, "the request body is not valid UTF-8 JSON", code="invalid_json")
+    if isinstance(exc, RecursionError) and "deserializing" in str(exc):  # msgspec's answer to [[[[...]]]]
+        return APIError(400, "the request body's JSON is nested too deeply", code="invalid_json")
     if isinstance(exc, HTTPException):
         status = exc.status_code
         return APIError(status, _http_message(exc), type="invalid_request_error" if status < 500 else "server_error",
@@ -98,7 +102,7 @@ def _locate(message: str, key: str | None) -> tuple[str, str | None]:
     """(message with its `$.path`, path) for one validation failure."""
     if match := _PARAM_AT.search(message):
         return message, match.group(1) or None
-    path = None if key in (None, "", "data") else str(key)
+    path = None if key in (None, "", "data") else str(key).replace("[...]", "")  # "logit_bias[...]": a map's value
     if missing := _MISSING.search(message):
         path = f"{path}.{missing.group(1)}" if path else missing.group(1)
     return (f"{message} - at `$.{path}`" if path else message), path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from gemmacli.media import MediaLimits
 from gemmacli.server.batching import EmbedBatcher
@@ -10,6 +11,7 @@ from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
 from gemmacli.server.registry import Registry
 from gemmacli.server.remote_media import RemoteMedia
+from gemmacli.server.schema.limits import RequestLimits
 from gemmacli.server.settings import ServerSettings
 
 
@@ -20,5 +22,12 @@ class Services:
     metrics: Metrics
     settings: ServerSettings
     embed_batcher: EmbedBatcher
-    media_limits: MediaLimits = MediaLimits()
     remote_media: RemoteMedia | None = None  # None: data: URLs only
+
+    @cached_property
+    def media_limits(self) -> MediaLimits:
+        return self.settings.media_limits()
+
+    @cached_property
+    def request_limits(self) -> RequestLimits:
+        return self.settings.request_limits()

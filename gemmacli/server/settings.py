@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from gemmacli.errors import GemmacliError
+from gemmacli.media import MediaLimits
+from gemmacli.server.schema.limits import RequestLimits
 
 DEFAULT_CHAT_MODEL = "google/gemma-3-12b-it"
 
@@ -38,6 +40,31 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()  # browser origins allowed by CORS; empty = CORS off
     api_key_file: Path | None = None  # more bearer keys, one a line (# comments allowed)
     metrics_auth: bool = False  # /metrics needs a key too (/health is always public)
+    # Request limits, all checked before the memory they guard is committed; each refusal is a 400 naming the field.
+    max_messages: int = 2048  # chat messages in one request
+    max_inputs: int = 2048  # items of a list input: embedding inputs, completion prompts (OpenAI: 2048)
+    max_text_chars: int = 10_485_760  # characters in one text: a message, a prompt, an input (OpenAI's limit)
+    max_total_chars: int = 20_971_520  # characters of all a request's texts together
+    max_images: int = 32  # images in one chat request
+    max_image_bytes: int = 20 * 1024 * 1024  # one encoded image
+    max_image_pixels: int = 50_000_000  # width x height of one image, read from its header before decoding
+    min_image_side: int = 2  # narrower or shorter images are refused
+    max_audio_clips: int = 4  # audio parts in one chat request
+    max_audio_bytes: int = 25 * 1024 * 1024  # one encoded audio file (OpenAI's upload limit)
+    max_audio_seconds: float = 7200.0  # one audio file's decoded length; samples are counted while decoding
+    max_stop: int = 16  # stop strings in one request (OpenAI: 4)
+    max_stop_chars: int = 1024  # characters in one stop string
+    max_audio_prompt_chars: int = 4096  # the transcription `prompt` (Whisper reads its last 224 tokens)
+    embed_truncate: bool = False  # cut over-long embedding inputs to the model's window instead of a 400
+
+    def media_limits(self) -> MediaLimits:
+        return MediaLimits(max_image_bytes=self.max_image_bytes, max_image_pixels=self.max_image_pixels,
+                           min_image_side=self.min_image_side, max_audio_bytes=self.max_audio_bytes,
+                           max_audio_seconds=self.max_audio_seconds)  # fmt: skip
+
+    def request_limits(self) -> RequestLimits:
+        names = {f.name for f in fields(RequestLimits)}
+        return RequestLimits(**{f.name: getattr(self, f.name) for f in fields(self) if f.name in names})
 
     @classmethod
     def load(cls, overrides: dict[str, Any], environ: dict[str, str] | None = None, dotenv: Path | None = None):

@@ -47,9 +47,12 @@ async def translations(data: Annotated[TranslationForm, MULTIPART], services: Se
 
 
 async def _transcribe(form: TranslationForm, services: Services, endpoint: str) -> Response[str]:
-    data = await form.file.read()
-    await form.file.close()  # Litestar spools uploads above 1 MB to an anonymous temporary file: free it now
-    served = services.registry.get(form.model, "transcribe")
+    try:
+        served = services.registry.get(form.model, "transcribe")
+        form.check_limits(services.request_limits, services.media_limits)
+        data = await form.file.read()
+    finally:
+        await form.file.close()  # Litestar spools uploads above 1 MB to an anonymous temporary file: free it now
     runner, limits, options = served.runner, services.media_limits, form.options()
     started = time.perf_counter()
     # Decoding and resampling run on the inference thread too: they are CPU work that would stall the event loop.

@@ -20,6 +20,7 @@ ENDPOINT = "/v1/chat/completions"
 async def chat_completions(data: ChatCompletionRequest, services: Services, request: Request) -> Response:
     """OpenAI's chat completions; `"stream": true` answers with server-sent events."""
     served = services.registry.get(data.model, "chat")
+    data.check_limits(services.request_limits)  # counts images and text before any is decoded
     params = data.to_params()
     messages = await _messages(data, services)
     runner = served.runner

@@ -24,6 +24,7 @@ ENDPOINT = "/v1/completions"
 async def completions(data: CompletionRequest, services: Services, request: Request) -> Response:
     """OpenAI's (legacy) completions; `"stream": true` answers with server-sent events."""
     served = services.registry.get(data.model, "chat")
+    data.check_limits(services.request_limits)
     params, prompts = data.to_params(), data.to_prompts()
     runner = served.runner
 

@@ -22,10 +22,15 @@ async def embeddings(data: EmbeddingRequest, services: Services) -> EmbeddingRes
     Token ids must be the model's own: they are decoded to text with its tokenizer and embedded as that text.
     """
     served = services.registry.get(data.model, "embed")
+    limits = services.request_limits
+    data.check_limits(limits)
     started = time.perf_counter()
     async with asyncio.timeout(services.settings.request_timeout):  # waiting for a batch included
         texts = await _texts(services, data, served.runner)
         result = await services.embed_batcher.embed(served.id, served.runner, texts, data.dimensions)
+    # The batch embeds an over-long input from its window (it never fails the others); refusing it is ours.
+    window = getattr(served.runner, "max_tokens", None)  # None: a runner that knows no window
+    result = result if window is None else data.fit(result, window, served.id, limits.embed_truncate)
     _observe(services.metrics, served.id, started, result.total_tokens)
     return EmbeddingResponse.build(served.id, result, data.encoding_format)
 

@@ -11,6 +11,7 @@ known_speaker_names[], known_speaker_references[]) only steer OpenAI's other mod
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -22,6 +23,7 @@ from litestar.enums import RequestEncodingType
 from gemmacli.errors import InvalidParamError, MediaError
 from gemmacli.media import MediaLimits, decode_audio
 from gemmacli.server.errors import APIError
+from gemmacli.server.schema.limits import RequestLimits
 from gemmacli.transcript_formats import FORMATS, Task, render
 from gemmacli.types import AudioPart, TranscribeOptions, Transcript
 
@@ -40,7 +42,7 @@ class TranslationForm(msgspec.Struct, kw_only=True):
 
     file: UploadFile
     model: str
-    language: str | None = None
+    language: Annotated[str, msgspec.Meta(max_length=32)] | None = None  # a code ("en") or a name ("english")
     prompt: str | None = None
     response_format: ResponseFormat = "json"
     temperature: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
@@ -74,6 +76,16 @@ class TranslationForm(msgspec.Struct, kw_only=True):
             msgspec.convert(fields, cls, strict=False, dec_hook=_upload)
         except msgspec.ValidationError as exc:
             raise _named(str(exc)) from None
+
+    def check_limits(self, limits: RequestLimits, media: MediaLimits) -> None:
+        """The prompt's length and the upload's size, before the upload is read into memory."""
+        if self.prompt and len(self.prompt) > limits.max_audio_prompt_chars:
+            raise InvalidParamError(f"prompt is {len(self.prompt):,} characters long; the limit is "
+                                    f"{limits.max_audio_prompt_chars:,}", param="prompt")  # fmt: skip
+        size = self.file.file.seek(0, os.SEEK_END)
+        self.file.file.seek(0)
+        if size > media.max_audio_bytes:
+            raise MediaError(f"file is {size:,} bytes; the limit is {media.max_audio_bytes:,}", param="file")
 
     def options(self) -> TranscribeOptions:
         return TranscribeOptions(

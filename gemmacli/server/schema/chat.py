@@ -14,11 +14,12 @@ from gemmacli.server.remote_media import RemoteMedia
 from gemmacli.server.schema.common import Usage, decode_base64, decode_data_url, new_id, now
 from gemmacli.server.schema.completions import (
     GenerationRequest,
-    PositiveInt,
+    TokenCount,
     finish_reason,
     unsupported,
     wire_usage,
 )
+from gemmacli.server.schema.limits import RequestLimits, TextBudget, check_count
 from gemmacli.types import Completion, Delta, GenParams, Message, Part, TextPart
 from gemmacli.types import Usage as NeutralUsage
 
@@ -69,9 +70,9 @@ class ResponseFormat(Struct):
 
 class ChatCompletionRequest(GenerationRequest, kw_only=True):
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
-    max_completion_tokens: PositiveInt | None = None
+    max_completion_tokens: TokenCount | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None  # OpenAI's range
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     functions: list[Any] | None = None
@@ -100,6 +101,26 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
             if message.tool_calls:
                 unsupported(f"messages[{i}].tool_calls", "tool calls are not supported")
 
+    def check_limits(self, limits: RequestLimits) -> TextBudget:
+        """Counts messages, text, images and audio clips before anything is decoded."""
+        budget = super().check_limits(limits)
+        check_count(self.messages, limits.max_messages, "messages", "messages")
+        media: dict[type, list[str]] = {ImageContent: [], AudioContent: [], AudioURLContent: []}
+        for i, message in enumerate(self.messages):
+            param = f"messages[{i}].content"
+            if isinstance(message.content, str):
+                budget.add(len(message.content), param)
+                continue
+            budget.add(sum(len(p.text) for p in message.content or () if isinstance(p, TextContent)), param)
+            for j, part in enumerate(message.content or ()):
+                media.get(type(part), []).append(f"{param}[{j}]")
+        images, audio = media[ImageContent], media[AudioContent] + media[AudioURLContent]
+        if len(images) > limits.max_images:
+            _too_many(images, limits.max_images, "images")
+        if len(audio) > limits.max_audio_clips:
+            _too_many(audio, limits.max_audio_clips, "audio clips")
+        return budget
+
     def to_params(self) -> GenParams:
         params = super().to_params()
         # max_completion_tokens is OpenAI's newer name; when a client sends both, it is the one it means.
@@ -114,6 +135,11 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
     def to_messages(self, limits: MediaLimits, *, remote: RemoteMedia | None = None) -> list[Message]:
         """Blocking (media URLs may be fetched): the route runs it on a worker thread when there is media."""
         return [_message(m, f"messages[{i}]", limits, remote) for i, m in enumerate(self.messages)]
+
+
+def _too_many(params: list[str], limit: int, what: str) -> None:
+    """Names the first part over the limit, so a client can see where to cut."""
+    raise InvalidParamError(f"the request holds {len(params)} {what}; the limit is {limit}", param=params[limit])
 
 
 def _message(message: ChatMessage, param: str, limits: MediaLimits, remote: RemoteMedia | None) -> Message:
@@ -139,23 +165,25 @@ def _part(part: ContentPart, param: str, limits: MediaLimits, remote: RemoteMedi
     try:
         if isinstance(part, ImageContent):
             param += ".image_url"
-            data = _fetch(part.image_url, param, limits.max_image_bytes, remote)
+            data = _fetch(part.image_url, param, limits.max_image_bytes, remote, "image")
             return decode_image(data, limits, name=param)
         if isinstance(part, AudioContent):
             param += ".input_audio.data"
-            return decode_audio(decode_base64(part.input_audio.data, param=param), limits, name=param)
+            data = decode_base64(part.input_audio.data, param=param, max_bytes=limits.max_audio_bytes)
+            return decode_audio(data, limits, name=param)
         param += ".audio_url"
-        return decode_audio(_fetch(part.audio_url, param, limits.max_audio_bytes, remote), limits, name=param)
+        data = _fetch(part.audio_url, param, limits.max_audio_bytes, remote, "audio")
+        return decode_audio(data, limits, name=param)
     except MediaError as exc:
         exc.param = exc.param or param
         raise
 
 
-def _fetch(url: MediaURL | str, param: str, max_bytes: int, remote: RemoteMedia | None) -> bytes:
+def _fetch(url: MediaURL | str, param: str, max_bytes: int, remote: RemoteMedia | None, kind: str) -> bytes:
     """Media bytes from a data: URL, or from any other URL through the SSRF-checked fetcher when it is on."""
     url = url if isinstance(url, str) else url.url
     if url[:5].lower() == "data:":
-        return decode_data_url(url, param=param, max_bytes=max_bytes)
+        return decode_data_url(url, param=param, max_bytes=max_bytes, kind=kind)
     if remote is None:
         raise MediaError("only data: URLs are accepted (data:image/png;base64,...): this server does not fetch "
                          "media URLs (gemmacli serve --allow-remote-media turns that on)", param=param)  # fmt: skip

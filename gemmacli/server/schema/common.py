@@ -29,23 +29,37 @@ def now() -> int:
     return int(time.time())
 
 
-def decode_data_url(url: str, *, param: str, max_bytes: int) -> bytes:
-    """`data:image/png;base64,....` -> bytes, refusing anything larger than `max_bytes` before decoding it."""
+def decode_data_url(url: str, *, param: str, max_bytes: int, kind: str) -> bytes:
+    """`data:image/png;base64,....` -> bytes, refusing anything larger than `max_bytes` before decoding it.
+
+    The media type must be of `kind` ("image", "audio") when given; the bytes are sniffed either way, so
+    image/png holding a JPEG is fine, but text/html is a mistake worth naming.
+    """
     match = _DATA_URL.match(url)
     if match is None:
-        raise MediaError("expected a data: URL such as data:image/png;base64,...", param=param)
+        raise MediaError(f"expected a data: URL such as data:{kind}/...;base64,...", param=param)
+    mime = (match.group("mime") or "").lower()
+    if mime and not mime.startswith(f"{kind}/") and mime != "application/octet-stream":
+        raise MediaError(f"the data URL's media type is {mime}; expected {kind}/...", param=param)
     payload = url[match.end() :]
-    if len(payload) * 3 // 4 > max_bytes:
-        raise MediaError(f"the data URL holds more than {max_bytes:,} bytes", param=param)
     if not match.group("b64"):
         from urllib.parse import unquote_to_bytes
 
-        return unquote_to_bytes(payload)
-    return decode_base64(payload, param=param)
+        data = unquote_to_bytes(payload)
+        if len(data) > max_bytes:
+            raise MediaError(f"the data URL holds more than {max_bytes:,} bytes", param=param)
+        return data
+    return decode_base64(payload, param=param, max_bytes=max_bytes)
 
 
-def decode_base64(text: str, *, param: str) -> bytes:
+def decode_base64(text: str, *, param: str, max_bytes: int) -> bytes:
+    """Base64 -> bytes; the length is checked before anything is decoded."""
+    if len(text) // 4 * 3 > max_bytes + 2:  # 4 characters carry 3 bytes; padding may drop up to 2
+        raise MediaError(f"the base64 data holds more than {max_bytes:,} bytes", param=param)
     try:
-        return base64.b64decode(text, validate=True)
+        data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidParamError("invalid base64 data", param=param) from None
+    if len(data) > max_bytes:
+        raise MediaError(f"the base64 data holds more than {max_bytes:,} bytes", param=param)
+    return data

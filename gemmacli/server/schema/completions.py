@@ -13,14 +13,26 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from gemmacli.errors import InvalidParamError
 from gemmacli.server.schema.common import Usage, new_id, now
+from gemmacli.server.schema.limits import RequestLimits, TextBudget, check_count, check_stop
 from gemmacli.types import Completion, Delta, FinishReason, GenParams
 from gemmacli.types import Usage as NeutralUsage
 
-# Ranges as OpenAI documents them; msgspec rejects anything outside with "- at `$.field`".
+# Ranges as OpenAI (or, for its extensions, vLLM) documents them; msgspec rejects anything outside with
+# "- at `$.field`". Every number has both ends bounded: JSON integers may be any size, and Python keeps them.
+INT64 = 2**63 - 1
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+TopP = Annotated[float, Meta(gt=0.0, le=1.0)]  # 0 would keep no token at all
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 PositiveInt = Annotated[int, Meta(ge=1)]
+TokenCount = Annotated[int, Meta(ge=1, le=2**31 - 1)]  # the context check caps it further, per model
+Choices = Annotated[int, Meta(ge=1, le=128)]  # OpenAI's range for n
+Seed = Annotated[int, Meta(ge=-INT64 - 1, le=INT64)]
+TopK = Annotated[int, Meta(ge=-1, le=1_000_000)]  # -1 and 0 both mean "off" (vLLM uses -1); above the vocab = off
+RepetitionPenalty = Annotated[float, Meta(gt=0.0, le=100.0)]  # vLLM: > 0; 1 is off
+TokenId = Annotated[str, Meta(pattern=r"^[0-9]{1,9}$")]
+LogitBias = Annotated[dict[TokenId, Annotated[float, Meta(ge=-100.0, le=100.0)]], Meta(max_length=1024)]
+User = Annotated[str, Meta(max_length=512)]
 
 
 class StreamOptions(Struct):
@@ -35,21 +47,21 @@ class GenerationRequest(Struct, kw_only=True):
                                           "prediction", "stream_options.include_obfuscation")  # fmt: skip
 
     model: str
-    max_tokens: PositiveInt | None = None
+    max_tokens: TokenCount | None = None
     temperature: Temperature | None = None
-    top_p: Probability | None = None
-    top_k: Annotated[int, Meta(ge=-1)] | None = None  # -1 and 0 both mean "off" (vLLM uses -1)
+    top_p: TopP | None = None
+    top_k: TopK | None = None
     min_p: Probability | None = None
-    repetition_penalty: Annotated[float, Meta(gt=0.0, le=100.0)] | None = None
+    repetition_penalty: RepetitionPenalty | None = None
     frequency_penalty: Penalty | None = None
     presence_penalty: Penalty | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: PositiveInt | None = None
+    seed: Seed | None = None
+    n: Choices | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    logit_bias: dict[str, float] | None = None
-    user: str | None = None
+    logit_bias: LogitBias | None = None
+    user: User | None = None
 
     def check(self) -> None:
         """Refuse, by name, every field set to something we would otherwise silently not honour."""
@@ -57,6 +69,11 @@ class GenerationRequest(Struct, kw_only=True):
             unsupported("n", "only n=1 is supported; send several requests for several choices")
         if self.logit_bias:
             unsupported("logit_bias", "logit_bias is not supported")
+
+    def check_limits(self, limits: RequestLimits) -> TextBudget:
+        """The server's configured limits; returns the text budget so subclasses add their own texts to it."""
+        check_stop(self.stop, limits)
+        return TextBudget(limits)
 
     def to_params(self) -> GenParams:
         self.check()
@@ -103,8 +120,19 @@ class CompletionRequest(GenerationRequest, kw_only=True):
     prompt: str | list[str | int | list[int]]
     echo: bool | None = False
     suffix: str | None = None
-    best_of: int | None = None
-    logprobs: int | None = None
+    best_of: Annotated[int, Meta(ge=1, le=20)] | None = None  # OpenAI's range
+    logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None  # OpenAI's range
+
+    def check_limits(self, limits: RequestLimits) -> TextBudget:
+        budget = super().check_limits(limits)
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        check_count(prompts, limits.max_inputs, "prompt", "prompts")
+        if prompts and isinstance(prompts[0], int):  # one token-id list: its ids are the text
+            prompts = [prompts]
+        for i, prompt in enumerate(prompts):
+            size = len(prompt) if isinstance(prompt, str | list) else 1  # a mix of kinds is to_prompts()'s to refuse
+            budget.add(size, "prompt" if len(prompts) == 1 else f"prompt[{i}]")
+        return budget
 
     def check(self) -> None:
         super().check()

@@ -3,25 +3,27 @@
 `input` takes every shape OpenAI's API takes: a string, a list of strings, a list of token ids or a list of
 token-id lists. Token ids must come from the served model's own tokenizer (not tiktoken): they are decoded back
 to text with it, special tokens dropped, and embedded like that text, so a client that tokenized the text itself
-gets the same vector as for the text. Inputs longer than the model's window are truncated to it, as
-sentence-transformers does (OpenAI refuses them instead); `usage` counts the tokens really embedded.
+gets the same vector as for the text. Inputs longer than the model's window are refused with a 400, as OpenAI
+does, unless the request sends `"truncate": true` (Text Embeddings Inference's name) or the server runs with
+--embed-truncate: then they are cut to the window, as sentence-transformers does, and `usage` counts the
+tokens really embedded.
 """
 
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
 from gemmacli.errors import InvalidParamError
+from gemmacli.server.schema.limits import RequestLimits, TextBudget, check_count
 
 if TYPE_CHECKING:
     import numpy as np
 
     from gemmacli.types import Embeddings
-
-MAX_INPUTS = 2048  # OpenAI's limit per request; it also bounds what one request can put on the inference thread
 
 # msgspec allows one array type per union, so the list's items are a union and texts() refuses a mix of kinds.
 Input = str | list[str | int | list[int]]
@@ -32,12 +34,37 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
     model: str
     input: Annotated[Input, msgspec.Meta(description=_INPUT_DOC)]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[int | None, msgspec.Meta(description="Keep the first N dimensions, renormalised.")] = None
-    user: str | None = None  # accepted for compatibility, not used
+    dimensions: (
+        Annotated[int, msgspec.Meta(ge=1, le=65_536, description="Keep the first N dimensions, renormalised.")] | None
+    ) = None
+    truncate: Annotated[bool, msgspec.Meta(description="Cut inputs longer than the model's window.")] | None = None
+    user: Annotated[str, msgspec.Meta(max_length=512)] | None = None  # accepted for compatibility, not used
 
     def __post_init__(self) -> None:
         # Runs while Litestar decodes the body, so a malformed input is refused before the request queues.
         _check_shape(self.items)
+
+    def check_limits(self, limits: RequestLimits) -> None:
+        """Inputs per request and characters (or token ids) per input and in all, before any work is queued."""
+        items = self.items
+        check_count(items, limits.max_inputs, "input", "inputs")
+        budget = TextBudget(limits)
+        for i, item in enumerate(items):
+            budget.add(len(item), "input" if len(items) == 1 else f"input[{i}]")
+
+    def fit(self, result: Embeddings, max_tokens: int, model: str, truncate_default: bool) -> Embeddings:
+        """400 for an input longer than the model's window unless truncation was asked for; else usage
+        counts the tokens really embedded (the runner reports each input's full length)."""
+        truncate = truncate_default if self.truncate is None else self.truncate
+        longest = max(range(len(result.token_counts)), key=result.token_counts.__getitem__)
+        if not truncate and result.token_counts[longest] > max_tokens:
+            param = "input" if len(result.token_counts) == 1 else f"input[{longest}]"
+            raise InvalidParamError(
+                f"{param} is {result.token_counts[longest]:,} tokens; {model} reads at most {max_tokens:,}. "
+                'Shorten it, or send "truncate": true to embed its first tokens only',
+                param=param,
+            )
+        return replace(result, token_counts=tuple(min(n, max_tokens) for n in result.token_counts))
 
     @property
     def items(self) -> list[Any]:
@@ -59,8 +86,6 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
 def _check_shape(items: list[Any]) -> None:
     if not items:
         raise InvalidParamError("input must not be empty", param="input")
-    if len(items) > MAX_INPUTS:
-        raise InvalidParamError(f"input holds {len(items)} items; the limit is {MAX_INPUTS}", param="input")
     if len({type(item) for item in items}) > 1:
         raise InvalidParamError(
             "input mixes strings and token ids: send a string, a list of strings, a list of token ids "

@@ -35,6 +35,9 @@ def serve(
     ] = None,
     warmup: Annotated[bool | None, typer.Option("--warmup/--no-warmup", help="Run each model once first.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    shutdown_timeout: Annotated[
+        float | None, typer.Option(help=r"Seconds SIGTERM lets running requests finish \[default: 30].", min=0)
+    ] = None,
     env_file: Annotated[Path, typer.Option(help="KEY=VALUE file of GEMMACLI_* settings.")] = Path(".env"),
     quiet: QuietOpt = False,
 ) -> None:
@@ -51,6 +54,7 @@ def serve(
         "dtype": dtype.value if dtype else None, "api_keys": tuple(api_key or ()),
         "max_batch": max_batch, "max_queue": max_queue, "request_timeout": request_timeout,
         "allow_remote_media": allow_remote_media, "warmup": warmup, "log_level": log_level,
+        "shutdown_timeout": shutdown_timeout,
     }  # fmt: skip
     settings = ServerSettings.load(overrides, dotenv=env_file)
     quiet_libraries()

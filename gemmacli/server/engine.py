@@ -159,8 +159,15 @@ class Engine:
             for batch in {id(j.batch): j.batch for j in self._active if j.batch is not None}.values():
                 self._step_batch(batch)
             self._changed()
-        for job in self._active:  # shutting down: tell whoever still listens
+        while not self._inbox.empty():  # shutting down: tell whoever still listens, queued jobs too
+            if (job := self._inbox.get_nowait()) is not None:
+                with self._lock:
+                    self._waiting -= 1
+                self._active.append(job)
+        for job in self._active:
             job.send(_ERROR, EngineStopped("the server is shutting down"))
+        self._active.clear()
+        self._changed()
 
     def _admit(self) -> bool:
         """Take new jobs while there is room; block only when nothing is running. False means stop."""
@@ -168,7 +175,7 @@ class Engine:
             try:
                 job = self._inbox.get(block=not self._active)
             except queue.Empty:
-                return True
+                return not self._stopping
             if job is None:
                 return False
             with self._lock:
@@ -176,7 +183,7 @@ class Engine:
             if not job.cancelled:
                 self._active.append(job)
             self._changed()
-        return True
+        return not self._stopping  # a full batch never reads the stop sentinel: stop anyway
 
     def _step(self, job: Job) -> None:
         """Advance one job by one result; finish it on end, error or cancellation."""

@@ -6,9 +6,12 @@ error line. Weights load after the port is open: /health answers 503 until every
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
+
+import uvicorn
 
 from gemmacli.errors import GemmacliError, ModelUnavailableError
 from gemmacli.models.loader import LoadOptions, ModelLoader, Prepared
@@ -90,8 +93,6 @@ def warm_up(task: str, runner) -> None:
 
 def serve(settings: ServerSettings, report) -> None:
     """Blocks until the server stops (Ctrl-C or SIGTERM)."""
-    import uvicorn
-
     from gemmacli.server.app import configure_logging, create_app
 
     loader = ModelLoader(paths=_paths(settings))
@@ -100,10 +101,39 @@ def serve(settings: ServerSettings, report) -> None:
     registry = Registry(ready=False)
     app = create_app(registry, settings, on_startup=[lambda: load_in_background(prepared, loader, settings, registry)])
     log.info("listening", extra={"url": f"http://{settings.host}:{settings.port}", "auth": bool(settings.api_keys)})
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=settings.shutdown_timeout + ABORT_GRACE)  # fmt: skip
     # uvicorn drains, then re-raises the signal to the handler it found: make that a clean exit 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=30)  # fmt: skip
+    DrainingServer(config, app.state["services"].engine, settings.shutdown_timeout).run()
+
+
+ABORT_GRACE = 5.0  # seconds after the drain time for aborted requests to send their error, before uvicorn cuts them
+
+
+class DrainingServer(uvicorn.Server):
+    """On shutdown uvicorn stops listening and waits for running requests; past `drain_seconds` the engine
+    stops, so every generation still running ends with an error (an error event in a stream) instead of a
+    cut connection. uvicorn's own timeout (drain + ABORT_GRACE) cancels whatever is left after that.
+    """
+
+    def __init__(self, config, engine, drain_seconds: float):
+        super().__init__(config)
+        self.engine, self.drain_seconds = engine, drain_seconds
+
+    async def shutdown(self, sockets=None) -> None:
+        log.info("shutting down", extra={"running": self.engine.running, "waiting": self.engine.waiting,
+                                         "drain_seconds": self.drain_seconds})  # fmt: skip
+        abort = asyncio.get_running_loop().call_later(self.drain_seconds, self._abort)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            abort.cancel()
+
+    def _abort(self) -> None:
+        log.warning("shutdown timeout: cancelling running requests",
+                    extra={"running": self.engine.running, "waiting": self.engine.waiting})  # fmt: skip
+        self.engine.stop(timeout=0)  # do not block the event loop: the streams still have to write their errors
 
 
 def _exit_cleanly(signum, frame) -> None:

@@ -31,6 +31,7 @@ class ServerSettings:
     warmup: bool = True  # run each model once before /health says ready
     log_level: str = "info"  # debug, info, warning or error
     catalog: Path | None = None  # extra catalog entries (TOML)
+    shutdown_timeout: float = 30.0  # seconds SIGTERM waits for running requests before it cancels them
 
     @classmethod
     def load(cls, overrides: dict[str, Any], environ: dict[str, str] | None = None, dotenv: Path | None = None):

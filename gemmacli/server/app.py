@@ -63,7 +63,7 @@ def create_app(
         state={"services": services},
     )
     # Around routing, not inside it: unknown paths and refused keys get request ids, logs and counts too.
-    app.asgi_handler = request_context(settings.api_keys, metrics)(app.asgi_handler)
+    app.asgi_handler = metrics.track_in_flight(request_context(settings.api_keys, metrics)(app.asgi_handler))
     return app
 
 

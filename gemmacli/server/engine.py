@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from gemmacli.server.memory import is_out_of_memory, release_memory
+
 Work = Callable[[Callable[[], bool]], Any]  # gets an is-cancelled check; returns an iterator or a Batched
 
 
@@ -238,6 +240,8 @@ class Engine:
             with contextlib.suppress(Exception):
                 close()
         self._active.remove(job)
+        if kind == _ERROR and is_out_of_memory(value):
+            release_memory(value)  # the next request must find the memory free again
         job.send(kind, value)
 
     def _changed(self) -> None:

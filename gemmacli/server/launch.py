@@ -15,6 +15,7 @@ import uvicorn
 
 from gemmacli.errors import GemmacliError, ModelUnavailableError
 from gemmacli.models.loader import LoadOptions, ModelLoader, Prepared
+from gemmacli.server.logs import redact
 from gemmacli.server.registry import Registry, ServedModel
 from gemmacli.server.settings import DEFAULT_CHAT_MODEL, ServerSettings
 from gemmacli.settings import Paths
@@ -57,7 +58,8 @@ def load_in_background(prepared, loader: ModelLoader, settings: ServerSettings, 
             registry.ready = True
             log.info("all models ready", extra={"models": [m.id for m in registry]})
         except Exception as exc:  # kept for /health; the process stays up to report it
-            registry.failure = exc.message if isinstance(exc, GemmacliError) else f"{type(exc).__name__}: {exc}"
+            # /health is public: the reason, without the paths and secrets a library's message may carry.
+            registry.failure = redact(exc.message if isinstance(exc, GemmacliError) else f"{type(exc).__name__}: {exc}")
             log.error("loading failed", extra={"error": registry.failure})
 
     thread = threading.Thread(target=run, name="gemmacli-loader", daemon=True)

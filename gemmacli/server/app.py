@@ -10,7 +10,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from gemmacli import __version__
-from gemmacli.server import errors
+from gemmacli.server import errors, openapi
 from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
@@ -49,11 +49,19 @@ def create_app(
     def stop_engine() -> None:
         engine.stop(timeout=5)
 
+    def complete_openapi() -> None:
+        # At startup, not creation: most apps in tests never serve their document. A flaw here only
+        # costs the document its additions, never the server its start.
+        try:
+            openapi.document(app.openapi_schema)
+        except Exception:
+            logging.getLogger("gemmacli.server").exception("cannot complete the OpenAPI document")
+
     app = Litestar(
         route_handlers=ROUTES,
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers={Exception: errors.handle},
-        on_startup=[start_engine, *on_startup],
+        on_startup=[start_engine, complete_openapi, *on_startup],
         on_shutdown=[stop_engine],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(cors_origins)) if cors_origins else None,

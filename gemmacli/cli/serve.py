@@ -58,6 +58,9 @@ def serve(
     metrics_auth: Annotated[
         bool | None, typer.Option("--metrics-auth/--public-metrics", help="Require the key for /metrics too.")
     ] = None,
+    shutdown_timeout: Annotated[
+        float | None, typer.Option(help=r"Seconds SIGTERM lets running requests finish \[default: 30].", min=0)
+    ] = None,
     env_file: Annotated[Path, typer.Option(help="KEY=VALUE file of GEMMACLI_* settings.")] = Path(".env"),
     quiet: QuietOpt = False,
     max_body_bytes: Annotated[int | None, _limit(r"Request body bytes; more get 413 \[default: 50 MiB].", 1)] = None,
@@ -106,6 +109,7 @@ def serve(
         "max_audio_clips": max_audio_clips, "max_audio_bytes": max_audio_bytes, "max_audio_seconds": max_audio_seconds,
         "max_stop": max_stop, "max_stop_chars": max_stop_chars, "max_audio_prompt_chars": max_audio_prompt_chars,
         "embed_truncate": embed_truncate,
+        "shutdown_timeout": shutdown_timeout,
     }  # fmt: skip
     settings = ServerSettings.load(overrides, dotenv=env_file)
     quiet_libraries()

@@ -9,7 +9,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from gemmacli import __version__
-from gemmacli.server import errors
+from gemmacli.server import errors, openapi
 from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
@@ -50,11 +50,19 @@ def create_app(
     def stop_engine() -> None:
         engine.stop(timeout=5)
 
+    def complete_openapi() -> None:
+        # At startup, not creation: most apps in tests never serve their document. A flaw here only
+        # costs the document its additions, never the server its start.
+        try:
+            openapi.document(app.openapi_schema)
+        except Exception:
+            logging.getLogger("gemmacli.server").exception("cannot complete the OpenAPI document")
+
     app = Litestar(
         route_handlers=ROUTES,
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers={Exception: errors.handle},
-        on_startup=[start_engine, *on_startup],
+        on_startup=[start_engine, complete_openapi, *on_startup],
         on_shutdown=[stop_engine],
         request_max_body_size=settings.max_body_bytes,
         cors_config=access.cors,  # None unless --cors-origin: browsers on other sites get no access
@@ -64,7 +72,7 @@ def create_app(
         state={"services": services},
     )
     # Around routing, not inside it: unknown paths and refused keys get request ids, logs and counts too.
-    app.asgi_handler = request_context(access, metrics)(app.asgi_handler)
+    app.asgi_handler = metrics.track_in_flight(request_context(access, metrics)(app.asgi_handler))
     return app
 
 

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from gemmacli.server.memory import is_out_of_memory, release_memory
+
 Work = Callable[[Callable[[], bool]], Any]  # gets an is-cancelled check; returns an iterator or a Batched
 
 
@@ -159,8 +161,15 @@ class Engine:
             for batch in {id(j.batch): j.batch for j in self._active if j.batch is not None}.values():
                 self._step_batch(batch)
             self._changed()
-        for job in self._active:  # shutting down: tell whoever still listens
+        while not self._inbox.empty():  # shutting down: tell whoever still listens, queued jobs too
+            if (job := self._inbox.get_nowait()) is not None:
+                with self._lock:
+                    self._waiting -= 1
+                self._active.append(job)
+        for job in self._active:
             job.send(_ERROR, EngineStopped("the server is shutting down"))
+        self._active.clear()
+        self._changed()
 
     def _admit(self) -> bool:
         """Take new jobs while there is room; block only when nothing is running. False means stop."""
@@ -168,7 +177,7 @@ class Engine:
             try:
                 job = self._inbox.get(block=not self._active)
             except queue.Empty:
-                return True
+                return not self._stopping
             if job is None:
                 return False
             with self._lock:
@@ -176,7 +185,7 @@ class Engine:
             if not job.cancelled:
                 self._active.append(job)
             self._changed()
-        return True
+        return not self._stopping  # a full batch never reads the stop sentinel: stop anyway
 
     def _step(self, job: Job) -> None:
         """Advance one job by one result; finish it on end, error or cancellation."""
@@ -231,6 +240,8 @@ class Engine:
             with contextlib.suppress(Exception):
                 close()
         self._active.remove(job)
+        if kind == _ERROR and is_out_of_memory(value):
+            release_memory(value)  # the next request must find the memory free again
         job.send(kind, value)
 
     def _changed(self) -> None:

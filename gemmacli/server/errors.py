@@ -9,11 +9,13 @@ import logging
 import re
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from gemmacli import errors
 from gemmacli.server.engine import EngineStopped, Overloaded
+from gemmacli.server.memory import is_out_of_memory
 
 log = logging.getLogger("gemmacli.server")
 
@@ -23,6 +25,7 @@ _STATUS: list[tuple[type[errors.GemmacliError], int, str]] = [
     (errors.ModelUnavailableError, 503, "server_error"),
     (errors.GemmacliError, 400, "invalid_request_error"),
 ]
+OOM_RETRY_AFTER = 5  # seconds: the memory is free again at once, but a burst that caused it needs time to pass
 _HTTP_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
                415: "unsupported_media_type"}  # fmt: skip
 
@@ -40,6 +43,19 @@ class APIError(Exception):
         return error_body(self.message, self.type, self.param, self.code)
 
 
+class ErrorDetail(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(msgspec.Struct):
+    """OpenAI's error body, for the OpenAPI document (responses build it as a dict in `error_body`)."""
+
+    error: ErrorDetail
+
+
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
@@ -54,6 +70,11 @@ def to_api_error(exc: Exception, request_id: str | None = None) -> APIError:
     if isinstance(exc, Overloaded):
         return APIError(429, str(exc), type="requests", code="rate_limit_exceeded",
                         headers={"Retry-After": str(exc.retry_after)})  # fmt: skip
+    if is_out_of_memory(exc):
+        log.warning("out of memory", extra={"request_id": request_id, "error": type(exc).__name__})
+        retry = {"Retry-After": str(OOM_RETRY_AFTER)}
+        return APIError(503, "the server ran out of memory for this request; retry later or ask for less",
+                        type="server_error", code="out_of_memory", headers=retry)  # fmt: skip
     if isinstance(exc, EngineStopped):
         return APIError(503, str(exc), type="server_error", code="shutting_down")
     if isinstance(exc, TimeoutError):

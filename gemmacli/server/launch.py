@@ -6,13 +6,17 @@ error line. Weights load after the port is open: /health answers 503 until every
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
 
+import uvicorn
+
 from gemmacli.device import set_threads
 from gemmacli.errors import GemmacliError, ModelUnavailableError
 from gemmacli.models.loader import LoadOptions, ModelLoader, Prepared
+from gemmacli.server.logs import redact
 from gemmacli.server.registry import Registry, ServedModel
 from gemmacli.server.settings import DEFAULT_CHAT_MODEL, ServerSettings
 from gemmacli.settings import Paths
@@ -55,7 +59,8 @@ def load_in_background(prepared, loader: ModelLoader, settings: ServerSettings, 
             registry.ready = True
             log.info("all models ready", extra={"models": [m.id for m in registry]})
         except Exception as exc:  # kept for /health; the process stays up to report it
-            registry.failure = exc.message if isinstance(exc, GemmacliError) else f"{type(exc).__name__}: {exc}"
+            # /health is public: the reason, without the paths and secrets a library's message may carry.
+            registry.failure = redact(exc.message if isinstance(exc, GemmacliError) else f"{type(exc).__name__}: {exc}")
             log.error("loading failed", extra={"error": registry.failure})
 
     thread = threading.Thread(target=run, name="gemmacli-loader", daemon=True)
@@ -91,8 +96,6 @@ def warm_up(task: str, runner) -> None:
 
 def serve(settings: ServerSettings, report) -> None:
     """Blocks until the server stops (Ctrl-C or SIGTERM)."""
-    import uvicorn
-
     from gemmacli.server.app import configure_logging, create_app
     from gemmacli.server.middleware import Access
     from gemmacli.server.remote_media import RemoteMedia
@@ -107,10 +110,39 @@ def serve(settings: ServerSettings, report) -> None:
     app = create_app(registry, settings, on_startup=[lambda: load_in_background(prepared, loader, settings, registry)])
     auth = bool(settings.api_keys or settings.api_key_file)
     log.info("listening", extra={"url": f"http://{settings.host}:{settings.port}", "auth": auth})
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=settings.shutdown_timeout + ABORT_GRACE)  # fmt: skip
     # uvicorn drains, then re-raises the signal to the handler it found: make that a clean exit 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=30)  # fmt: skip
+    DrainingServer(config, app.state["services"].engine, settings.shutdown_timeout).run()
+
+
+ABORT_GRACE = 5.0  # seconds after the drain time for aborted requests to send their error, before uvicorn cuts them
+
+
+class DrainingServer(uvicorn.Server):
+    """On shutdown uvicorn stops listening and waits for running requests; past `drain_seconds` the engine
+    stops, so every generation still running ends with an error (an error event in a stream) instead of a
+    cut connection. uvicorn's own timeout (drain + ABORT_GRACE) cancels whatever is left after that.
+    """
+
+    def __init__(self, config, engine, drain_seconds: float):
+        super().__init__(config)
+        self.engine, self.drain_seconds = engine, drain_seconds
+
+    async def shutdown(self, sockets=None) -> None:
+        log.info("shutting down", extra={"running": self.engine.running, "waiting": self.engine.waiting,
+                                         "drain_seconds": self.drain_seconds})  # fmt: skip
+        abort = asyncio.get_running_loop().call_later(self.drain_seconds, self._abort)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            abort.cancel()
+
+    def _abort(self) -> None:
+        log.warning("shutdown timeout: cancelling running requests",
+                    extra={"running": self.engine.running, "waiting": self.engine.waiting})  # fmt: skip
+        self.engine.stop(timeout=0)  # do not block the event loop: the streams still have to write their errors
 
 
 def _exit_cleanly(signum, frame) -> None:

@@ -26,6 +26,8 @@ class Metrics:
         self.generation_tokens = Counter("gemmacli_generation_tokens", "Tokens generated", ["model"], registry=r)
         self.running = Gauge("gemmacli_requests_running", "Requests running on the inference thread", registry=r)
         self.waiting = Gauge("gemmacli_requests_waiting", "Requests waiting for the inference thread", registry=r)
+        self.in_flight = Gauge("gemmacli_http_requests_in_flight", "HTTP requests being answered (streams included)",
+                               registry=r)  # fmt: skip
         self.embed_cache_hits = Counter("gemmacli_embed_cache_hits", "Embedding inputs answered from the cache",
                                         ["model"], registry=r)  # fmt: skip
         self.embed_cache_misses = Counter("gemmacli_embed_cache_misses", "Embedding inputs sent to the model",
@@ -36,6 +38,18 @@ class Metrics:
     def engine_changed(self, running: int, waiting: int) -> None:
         self.running.set(running)
         self.waiting.set(waiting)
+
+    def track_in_flight(self, app):
+        """ASGI wrapper: counts each HTTP request from its arrival until its last byte (or its cancellation).
+        Scrapes of /metrics are left out, so an idle server shows 0."""
+
+        async def handle(scope, receive, send):
+            if scope["type"] != "http" or scope["path"] == "/metrics":
+                return await app(scope, receive, send)
+            with self.in_flight.track_inprogress():
+                await app(scope, receive, send)
+
+        return handle
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

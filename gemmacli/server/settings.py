@@ -56,6 +56,7 @@ class ServerSettings:
     max_stop_chars: int = 1024  # characters in one stop string
     max_audio_prompt_chars: int = 4096  # the transcription `prompt` (Whisper reads its last 224 tokens)
     embed_truncate: bool = False  # cut over-long embedding inputs to the model's window instead of a 400
+    shutdown_timeout: float = 30.0  # seconds SIGTERM waits for running requests before it cancels them
 
     def media_limits(self) -> MediaLimits:
         return MediaLimits(max_image_bytes=self.max_image_bytes, max_image_pixels=self.max_image_pixels,

@@ -124,7 +124,8 @@ def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS, name: str = 
     except MediaError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
-        raise MediaError(f"{name} is not audio soundfile can read (WAV, FLAC, OGG, MP3): {exc}") from None
+        reason = getattr(exc, "error_string", None) or str(exc)  # libsndfile's own words, without our buffer's repr
+        raise MediaError(f"{name} is not audio soundfile can read (WAV, FLAC, OGG, MP3): {reason}") from None
     if frames == 0:
         raise MediaError(f"{name} holds no samples")
     samples = np.concatenate(blocks).astype(np.float32, copy=False)

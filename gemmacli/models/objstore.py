@@ -120,7 +120,7 @@ def filesystem(url: ObjectURL, env: ObjectStoreEnv):
         try:
             from s3fs import S3FileSystem
         except ImportError:
-            raise ModelUnavailableError(f"{url} needs s3fs: pip install 'gemmacli[s3]'", param="model") from None
+            raise ModelUnavailableError("s3:// URLs need s3fs: pip install 'gemmacli[s3]'", param="model") from None
         client = {"endpoint_url": env.s3_endpoint_url} if env.s3_endpoint_url else {}
         fs = S3FileSystem(client_kwargs=client, config_kwargs=_S3_CONFIG, skip_instance_cache=True)
         fs.retries = 3  # s3fs's own retries, on top of botocore's
@@ -129,7 +129,7 @@ def filesystem(url: ObjectURL, env: ObjectStoreEnv):
         # The plain JSON-API client: gcsfs's default class first probes each bucket's layout over gRPC.
         from gcsfs.core import GCSFileSystem
     except ImportError:
-        raise ModelUnavailableError(f"{url} needs gcsfs: pip install 'gemmacli[gcs]'", param="model") from None
+        raise ModelUnavailableError("gs:// URLs need gcsfs: pip install 'gemmacli[gcs]'", param="model") from None
     # An emulator takes no credentials; otherwise google-auth finds GOOGLE_APPLICATION_CREDENTIALS and friends.
     local = {"endpoint_url": env.gcs_emulator_host, "token": "anon"} if env.gcs_emulator_host else {}
     logging.getLogger("gcsfs").setLevel(logging.CRITICAL)  # it logs each failure as a traceback; we say it in a line

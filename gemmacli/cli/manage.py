@@ -63,8 +63,8 @@ def download(
                     folder = fetched.path
                 else:
                     folder = materialize(ref, loader.paths, report)
-                if not include:
-                    task_of(ref, folder)  # a folder that holds no model fails now, not at its first use
+                if ref.path is not None:
+                    task_of(ref, folder)  # a local folder that holds no model fails now, not at its first use
             if ref.url is not None and not quiet:
                 stderr.print(fetched.summary(ref.url), markup=False)
             emit(f"{ref.name}\t{folder}")

@@ -30,3 +30,17 @@ class Paths:
             root = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gemmacli"
         catalog = env.get("GEMMACLI_CATALOG")
         return cls(home=root.expanduser(), catalog_file=Path(catalog).expanduser() if catalog else None)
+
+
+@dataclass(frozen=True)
+class ObjectStoreEnv:
+    """Where s3:// and gs:// requests go; credentials stay with botocore and google-auth, which read their own."""
+
+    s3_endpoint_url: str | None = None  # GEMMACLI_S3_ENDPOINT_URL, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
+    gcs_emulator_host: str | None = None  # STORAGE_EMULATOR_HOST: a local GCS emulator, used without credentials
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ObjectStoreEnv:
+        env = os.environ if environ is None else environ
+        endpoint = env.get("GEMMACLI_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        return cls(s3_endpoint_url=endpoint or None, gcs_emulator_host=env.get("STORAGE_EMULATOR_HOST") or None)

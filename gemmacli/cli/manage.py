@@ -11,7 +11,7 @@ import typer
 from gemmacli.cli.app import app
 from gemmacli.cli.common import quiet_libraries
 from gemmacli.cli.options import JsonOpt, QuietOpt
-from gemmacli.cli.ui import emit, error, reporting, stdout
+from gemmacli.cli.ui import emit, error, reporting, stderr, stdout
 from gemmacli.errors import GemmacliError
 
 
@@ -26,18 +26,25 @@ def _loader():
   gemmacli download gemma-3-4b-it whisper-large-v3-turbo\n
   gemmacli download google/gemma-3-12b-it --revision main\n
   gemmacli download google/gemma-3-1b-it --local-dir ./gemma-1b --include '*.json' --include '*.safetensors'\n
-  HF_TOKEN=hf_xxx gemmacli download google/gemma-3-27b-it   # gated models need an accepted licence"""
+  HF_TOKEN=hf_xxx gemmacli download google/gemma-3-27b-it   # gated models need an accepted licence\n
+  gemmacli download s3://my-bucket/models/gemma-3-1b-it     # again later: fetches only changed files\n
+  gemmacli download gs://my-bucket/whisper-small ./my-finetune ./model.gguf"""
 )
 def download(
-    models: Annotated[list[str], typer.Argument(help="Catalog aliases or Hub repo ids.", show_default=False)],
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Catalog aliases, Hub repo ids, s3:// or gs:// URLs, local folders or GGUF files.", show_default=False
+        ),
+    ],
     revision: Annotated[str | None, typer.Option(help="Branch, tag or commit to fetch.")] = None,
     include: Annotated[list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")] = None,
     local_dir: Annotated[Path | None, typer.Option(help="Put the files here instead of the HF cache.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Fetch models ahead of time (for CI and air-gapped machines). Exit 1 if any failed."""
-    from gemmacli.models import hub
-    from gemmacli.models.resolve import materialize, resolve
+    from gemmacli.models import hub, objstore
+    from gemmacli.models.resolve import materialize, resolve, task_of
 
     loader = _loader()
     quiet_libraries()
@@ -51,8 +58,15 @@ def download(
                         raise GemmacliError(f"{name} is not on the Hub: --revision/--include/--local-dir do not apply")
                     folder = hub.download(ref.repo_id, revision=revision, include=include, local_dir=local_dir,
                                           tqdm_class=report.tqdm_class)  # fmt: skip
+                elif ref.url is not None:  # always list the bucket: a changed file is fetched again
+                    fetched = objstore.fetch(ref.url, loader.paths.models_dir, report)
+                    folder = fetched.path
                 else:
                     folder = materialize(ref, loader.paths, report)
+                if ref.path is not None:
+                    task_of(ref, folder)  # a local folder that holds no model fails now, not at its first use
+            if ref.url is not None and not quiet:
+                stderr.print(fetched.summary(ref.url), markup=False)
             emit(f"{ref.name}\t{folder}")
         except GemmacliError as exc:
             failed += 1

@@ -18,7 +18,7 @@ class DType(StrEnum):
 
 def model_opt(default: str, task: str) -> object:
     return typer.Option(
-        "--model", "-m", help=f"{task} model: catalog alias, Hub repo id, local folder or GGUF file.",
+        "--model", "-m", help=f"{task} model: catalog alias, Hub repo id, s3:// or gs:// URL, local folder or GGUF.",
         envvar=f"GEMMACLI_{task.upper()}_MODEL", show_default=True,
     )  # fmt: skip
 

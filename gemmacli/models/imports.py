@@ -32,11 +32,13 @@ def import_path(
     if not source.exists():
         raise GemmacliError(f"{source} does not exist")
     name = store.check_name(name or default_name(source))
+    origin = {"origin": store.fingerprint(source)}  # so `-m FILE` re-imports a replaced file
     if is_gguf(source):
-        with store.staging(models_dir, name, "chat", source=f"gguf:{source.name}") as out:
+        with store.staging(models_dir, name, "chat", source=f"gguf:{source.name}", meta=origin) as out:
             import_gguf(source, out, report)
     elif source.is_dir() and is_ct2_whisper(source):
-        with store.staging(models_dir, name, "transcribe", source=f"ctranslate2:{source.name}") as out:
+        source_label = f"ctranslate2:{source.name}"
+        with store.staging(models_dir, name, "transcribe", source=source_label, meta=origin) as out:
             report("converting CTranslate2 Whisper to transformers")
             convert_ct2_whisper(source, out)
     else:

@@ -1,4 +1,5 @@
-"""From a name a user typed to a folder on disk: catalog alias, stored import, local path or Hub repo."""
+"""From a name a user typed to a folder on disk: object storage URL, local path, catalog alias, stored import
+or Hub repo."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gemmacli.errors import GemmacliError, ModelNotFoundError, ModelUnavailableError
-from gemmacli.models import demo, hub, store
+from gemmacli.models import demo, hub, objstore, store
 from gemmacli.models.catalog import Catalog, CatalogEntry
 from gemmacli.models.gguf_import import Report
 from gemmacli.models.imports import default_name, import_path, importable
@@ -25,6 +26,7 @@ class ModelRef:
     path: Path | None = None  # already on disk
     repo_id: str | None = None  # else fetched from the Hub
     source: Path | None = None  # a GGUF file or CTranslate2 folder still to import
+    url: objstore.ObjectURL | None = None  # s3:// or gs://, fetched into the store once
 
     @property
     def defaults(self) -> GenParams:
@@ -36,9 +38,12 @@ def resolve(name: str, catalog: Catalog, paths: Paths) -> ModelRef:
     name = name.strip()
     if not name:
         raise ModelNotFoundError("empty model name")
+    if objstore.is_url(name):
+        url = objstore.parse(name)
+        return ModelRef(str(url), url=url)  # served and shown by its URL
     local = Path(name).expanduser()
     if local.exists():
-        return _local_ref(local)
+        return _local_ref(local, catalog)
     if entry := catalog.get(name):
         stored = store.read(paths.models_dir / entry.name)
         return ModelRef(entry.name, entry, path=stored.path if stored else None, repo_id=entry.hub)
@@ -58,7 +63,15 @@ def materialize(ref: ModelRef, paths: Paths, report: Report = lambda step: None,
         return ref.path
     if ref.source is not None:
         stored = store.read(paths.models_dir / ref.name)
-        return (stored or import_path(ref.source, paths.models_dir, ref.name, report)).path
+        if stored is None or stored.meta.get("origin") != store.fingerprint(ref.source):  # new or replaced file
+            stored = import_path(ref.source, paths.models_dir, ref.name, report)
+        return stored.path
+    if ref.url is not None:
+        if (folder := objstore.stored(ref.url, paths.models_dir)) is not None:
+            return folder  # `gemmacli download URL` is what checks the bucket for changes
+        if not download:
+            raise ModelUnavailableError(f"{ref.url} is not downloaded; run: gemmacli download {ref.url}")
+        return objstore.fetch(ref.url, paths.models_dir, report).path
     if ref.repo_id and (cached := hub.cached_snapshot(ref.repo_id)):
         return cached
     if ref.entry is not None and demo.installed(ref.entry):
@@ -99,10 +112,13 @@ def task_of(ref: ModelRef, folder: Path) -> Task:
     return ref.entry.task if ref.entry else detect_task(folder)
 
 
-def _local_ref(path: Path) -> ModelRef:
+def _local_ref(path: Path, catalog: Catalog) -> ModelRef:
     """A GGUF file or CTranslate2 folder is imported on first use; an HF folder is used in place."""
     if importable(path):
-        return ModelRef(default_name(path), source=path.resolve())
+        name = default_name(path)
+        if catalog.get(name) is not None:  # `gemma-3-270m.gguf` must not replace the catalog model's store folder
+            name = f"{name}-local"
+        return ModelRef(name, source=path.resolve())
     if path.is_dir():
         return ModelRef(path.resolve().name, path=path.resolve())
     raise GemmacliError(f"{path} is neither a model folder, a GGUF file nor a CTranslate2 Whisper folder")

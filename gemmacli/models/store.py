@@ -10,8 +10,8 @@ import contextlib
 import json
 import re
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gemmacli.errors import GemmacliError
@@ -28,6 +28,7 @@ class StoredModel:
     task: Task
     source: str
     path: Path
+    meta: dict = field(default_factory=dict)  # what the builder recorded about its source (see `staging`)
 
 
 def check_name(name: str) -> str:
@@ -49,7 +50,7 @@ def read(folder: Path) -> StoredModel | None:
         f = folder / rel
         if not f.is_file() or f.stat().st_size != size:
             return None
-    return StoredModel(data["name"], data["task"], data.get("source", ""), folder)
+    return StoredModel(data["name"], data["task"], data.get("source", ""), folder, data.get("meta") or {})
 
 
 def list_stored(models_dir: Path) -> list[StoredModel]:
@@ -60,8 +61,14 @@ def list_stored(models_dir: Path) -> list[StoredModel]:
 
 
 @contextlib.contextmanager
-def staging(models_dir: Path, name: str, task: Task, source: str) -> Iterator[Path]:
-    """Yield an empty folder to build into; on success it replaces `models_dir/name` in one rename."""
+def staging(
+    models_dir: Path, name: str, task: Task | Callable[[Path], Task], source: str, meta: dict | None = None
+) -> Iterator[Path]:
+    """Yield an empty folder to build into; on success it replaces `models_dir/name` in one rename.
+
+    `task` may be a function of the built folder, for sources whose task shows only in their files;
+    `meta` (JSON) is kept in the marker, e.g. the source's fingerprint to tell later whether it changed.
+    """
     dest = models_dir / check_name(name)
     tmp = models_dir / f".staging-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -69,13 +76,28 @@ def staging(models_dir: Path, name: str, task: Task, source: str) -> Iterator[Pa
     try:
         yield tmp
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        if callable(task):
+            task = task(tmp)
         marker = {"version": STORE_VERSION, "name": name, "task": task, "source": source, "files": files}
+        if meta:
+            marker["meta"] = meta
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fingerprint(source: Path) -> dict:
+    """Name, size and newest mtime of a file or folder: changes when the source is replaced or edited."""
+    files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()]
+    stats = [f.stat() for f in files]
+    return {
+        "name": source.name,
+        "size": sum(s.st_size for s in stats),
+        "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+    }
 
 
 def remove(models_dir: Path, name: str) -> bool:

@@ -15,8 +15,9 @@ from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
 from gemmacli.server.middleware import request_context
+from gemmacli.server.models_manager import ModelManager, release_leases
 from gemmacli.server.registry import Registry
-from gemmacli.server.routes import audio, chat, completions, embeddings, meta
+from gemmacli.server.routes import admin, audio, chat, completions, embeddings, meta
 from gemmacli.server.services import Services
 from gemmacli.server.settings import ServerSettings
 
@@ -24,6 +25,7 @@ ROUTES = [
     meta.health, meta.metrics, meta.list_models, meta.get_model,
     chat.chat_completions, completions.completions, embeddings.embeddings,
     audio.transcriptions, audio.translations,
+    admin.stats, admin.load, admin.unload,
 ]  # fmt: skip
 
 
@@ -35,25 +37,34 @@ def create_app(
     metrics: Metrics | None = None,
     on_startup: list = (),
     cors_origins: tuple[str, ...] = (),
+    loader=None,
+    preload: list | None = None,
 ) -> Litestar:
-    """Everything the app uses is passed in: tests hand it ready runners, `gemmacli serve` loads them first."""
+    """Everything the app uses is passed in: tests hand it ready runners; `gemmacli serve` hands it a loader
+    and the prepared models to `preload` (the manager loads them, and others on demand, with `loader`)."""
     metrics = metrics or Metrics()
     engine = engine or Engine(max_running=settings.max_batch, max_queue=settings.max_queue,
                               on_change=metrics.engine_changed)  # fmt: skip
-    services = Services(registry, engine, metrics, settings, EmbedBatcher.from_settings(engine, metrics, settings))
+    models = ModelManager.from_settings(registry, engine, settings, loader)
+    services = Services(registry, engine, metrics, settings, EmbedBatcher.from_settings(engine, metrics, settings),
+                        models)  # fmt: skip
 
     def start_engine() -> None:
         if not engine.alive:
             engine.start()
 
     def stop_engine() -> None:
+        models.stop()
         engine.stop(timeout=5)
+
+    async def start_models() -> None:
+        models.start(preload)
 
     app = Litestar(
         route_handlers=ROUTES,
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers={Exception: errors.handle},
-        on_startup=[start_engine, *on_startup],
+        on_startup=[start_engine, start_models, *on_startup],
         on_shutdown=[stop_engine],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(cors_origins)) if cors_origins else None,
@@ -63,7 +74,7 @@ def create_app(
         state={"services": services},
     )
     # Around routing, not inside it: unknown paths and refused keys get request ids, logs and counts too.
-    app.asgi_handler = request_context(settings.api_keys, metrics)(app.asgi_handler)
+    app.asgi_handler = request_context(settings.api_keys, metrics)(release_leases(app.asgi_handler))
     return app
 
 

@@ -110,12 +110,13 @@ class Engine:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    async def stream(self, work: Work, timeout: float | None = None) -> AsyncIterator[Any]:
+    async def stream(self, work: Work, timeout: float | None = None, *, admit: bool = True) -> AsyncIterator[Any]:
         """Results of `work` as the thread produces them; leaving early (disconnect, error) cancels the job.
 
         `timeout` bounds the whole job, waiting included: past it, TimeoutError is raised here.
+        `admit=False` skips the queue limit, for housekeeping that frees rather than uses the engine.
         """
-        job = self._submit(work)
+        job = self._submit(work, admit)
         deadline = None if timeout is None else job.loop.time() + timeout
         try:
             while True:
@@ -136,11 +137,23 @@ class Engine:
             return result
         raise EngineStopped("the job ended without a result")
 
-    def _submit(self, work: Work) -> Job:
+    async def drop_batch(self, key: Any) -> None:
+        """Forget the shared batch of `key` (a model being unloaded): it holds the model, which could not be freed.
+
+        On the inference thread, which alone touches batches; none of the model's jobs may still run.
+        """
+        if not self.alive:
+            self._batches.pop(id(key), None)
+            return
+        drop = lambda cancelled: iter((self._batches.pop(id(key), None) is not None,))  # noqa: E731
+        async for _ in self.stream(drop, admit=False):
+            pass
+
+    def _submit(self, work: Work, admit: bool = True) -> Job:
         if self._stopping or not self.alive:
             raise EngineStopped("the server is shutting down")
         with self._lock:
-            if self._waiting >= self.max_queue + max(0, self.max_running - len(self._active)):
+            if admit and self._waiting >= self.max_queue + max(0, self.max_running - len(self._active)):
                 raise Overloaded(retry_after=max(1, self._waiting // max(1, self.max_running)))
             self._waiting += 1
         job = Job(work, asyncio.get_running_loop())

@@ -1,4 +1,5 @@
-"""What route handlers get injected: the served models, the engine, the embedding batcher, metrics and settings."""
+"""What route handlers get injected: the served models and their manager, the engine, the embedding batcher,
+metrics and settings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from gemmacli.media import MediaLimits
 from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
+from gemmacli.server.models_manager import ModelManager
 from gemmacli.server.registry import Registry
 from gemmacli.server.settings import ServerSettings
 
@@ -19,4 +21,5 @@ class Services:
     metrics: Metrics
     settings: ServerSettings
     embed_batcher: EmbedBatcher
+    models: ModelManager  # loads, leases and unloads what `registry` serves
     media_limits: MediaLimits = MediaLimits()

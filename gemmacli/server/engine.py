@@ -167,13 +167,18 @@ class Engine:
         while True:
             if not self._admit():
                 break
-            for job in [j for j in self._active if j.batch is None]:
-                self._step(job)
-            for batch in {id(j.batch): j.batch for j in self._active if j.batch is not None}.values():
-                self._step_batch(batch)
+            self._advance()
             self._changed()
         for job in self._active:  # shutting down: tell whoever still listens
             job.send(_ERROR, EngineStopped("the server is shutting down"))
+
+    def _advance(self) -> None:
+        """One step for every active job. A method of its own so that its loop variables die with it: left in
+        `_run`'s frame while the thread waits, the last job or batch would keep an unloaded model alive."""
+        for job in [j for j in self._active if j.batch is None]:
+            self._step(job)
+        for batch in {id(j.batch): j.batch for j in self._active if j.batch is not None}.values():
+            self._step_batch(batch)
 
     def _admit(self) -> bool:
         """Take new jobs while there is room; block only when nothing is running. False means stop."""

@@ -63,7 +63,9 @@ class Live:
 
     def complete(self, model: str = TINY, max_tokens: int | None = 1) -> httpx.Response:
         body = {"model": model, "prompt": COUNTING_PROMPT, "temperature": 0}
-        return self.http.post("/v1/completions", json=body if max_tokens is None else {**body, "max_tokens": max_tokens})
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        return self.http.post("/v1/completions", json=body)
 
     def transcribe(self, audio_file, model: str = WHISPER) -> httpx.Response:
         files = {"file": (audio_file.name, audio_file.read_bytes(), "audio/wav")}
@@ -105,8 +107,8 @@ def _paths(settings: ServerSettings) -> Paths:
     return _paths(settings)
 
 
-@pytest.fixture(scope="session")
-def home(tmp_path_factory, paths, vision_dir, gemma_dir, minilm_dir, whisper_dir) -> Path:
+@pytest.fixture(scope="session", name="home")
+def home_fixture(tmp_path_factory, paths, vision_dir, gemma_dir, minilm_dir, whisper_dir) -> Path:
     """A gemmacli home whose store holds the demo models plus the tiny vision model, a second (fast) chat model."""
     home = tmp_path_factory.mktemp("home")
     models = home / "models"
@@ -120,11 +122,13 @@ def home(tmp_path_factory, paths, vision_dir, gemma_dir, minilm_dir, whisper_dir
 
 def stream_tokens(url: str, body: dict, times: list[float], stop: list[bool], headers: dict | None = None) -> None:
     """POST a streaming completion and append each chunk's arrival time to `times` until it ends or `stop[0]`."""
-    with httpx.Client(base_url=url, timeout=120, headers=headers or {}) as client:
-        with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
-            assert response.status_code == 200, response.read()
-            for line in response.iter_lines():
-                if line.startswith("data: {"):
-                    times.append(time.monotonic())
-                if stop[0]:
-                    return
+    with (
+        httpx.Client(base_url=url, timeout=120, headers=headers or {}) as client,
+        client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response,
+    ):
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                times.append(time.monotonic())
+            if stop[0]:
+                return

@@ -79,8 +79,8 @@ def test_a_model_in_use_cannot_be_unloaded_until_its_request_ends():
     runner = GatedEmbedRunner()
     with LiveServer(make_app(runner)) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         result = {}
-        request = threading.Thread(target=lambda: result.update(r=http.post("/v1/embeddings",
-                                                                            json={"model": "gated", "input": "x"})))  # fmt: skip
+        body = {"model": "gated", "input": "x"}
+        request = threading.Thread(target=lambda: result.update(r=http.post("/v1/embeddings", json=body)))
         request.start()
         assert runner.entered.wait(10)
         (gated,) = [m for m in http.get("/admin/stats").json()["models"] if m["id"] == "gated"]
@@ -93,7 +93,7 @@ def test_a_model_in_use_cannot_be_unloaded_until_its_request_ends():
         assert http.post("/admin/unload/org/gated").json() == {"id": "gated", "status": "unloaded", "was_loaded": True}
         # Handed in ready-made, it cannot be loaded again: now it is unknown.
         check_openai_error(http.post("/admin/unload/gated"), 404, code="model_not_found")
-        check_openai_error(http.post("/v1/embeddings", json={"model": "gated", "input": "x"}), 404)
+        check_openai_error(http.post("/v1/embeddings", json=body), 404)
         assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["chat-model"]
 
 

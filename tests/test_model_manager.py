@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers import check_openai_error
-from manager_kit import EMBED, TINY, WHISPER, home, live_server, stream_tokens  # noqa: F401  (home: a fixture)
+from manager_kit import EMBED, TINY, WHISPER, home_fixture, live_server, stream_tokens  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from helpers import check_openai_error
-from manager_kit import EMBED, GEMMA, TINY, WHISPER, home, live_server, stream_tokens  # noqa: F401  (home: a fixture)
+from manager_kit import EMBED, GEMMA, TINY, WHISPER, home_fixture, live_server, stream_tokens  # noqa: F401
 
 from gemmacli.server.model_loading import rss_bytes
 

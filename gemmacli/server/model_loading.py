@@ -84,7 +84,7 @@ def describe(runner: Any) -> Placed:
     device = str(first.device) if first is not None else "unknown"
     dtype = str(first.dtype).removeprefix("torch.") if first is not None else "unknown"
     device_map = getattr(module, "hf_device_map", None)
-    return Placed(device, dtype, _summarize(device_map), memory)
+    return Placed(device, dtype, _summarize(device_map, getattr(runner, "placement", None)), memory)
 
 
 def _module(runner: Any):
@@ -95,10 +95,14 @@ def _module(runner: Any):
     return None
 
 
-def _summarize(device_map: dict | None) -> str:
-    """Accelerate's module -> device map as counts per device ("cuda:0×20, cpu×6"); "single" without one."""
+def _summarize(device_map: dict | None, placement: Any = None) -> str:
+    """Accelerate's module -> device map as counts per device ("cuda:0×20, cpu×6"); "auto" (with its caps)
+    when accelerate placed it all on one device; "single" when we did."""
     if not device_map:
-        return "single"
+        if placement is None or not placement.device_map_auto:
+            return "single"
+        caps = ", ".join(f"{d}={size}" for d, size in placement.max_memory)
+        return "auto" + (f" (max {caps})" if caps else "") + (", int8" if placement.load_in_8bit else "")
     counts: dict[str, int] = {}
     for where in device_map.values():
         name = f"cuda:{where}" if isinstance(where, int) else str(where)

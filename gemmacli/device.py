@@ -35,7 +35,9 @@ class Placement:
 
     device: str = "cpu"
     dtype_name: str = "float32"
-    device_map_auto: bool = False  # shard across every visible GPU (accelerate)
+    device_map_auto: bool = False  # let accelerate place the layers (several GPUs, --max-memory, 8-bit)
+    max_memory: tuple[tuple[int | str, str], ...] = ()  # accelerate's cap per device: ((0, "20GiB"), ("cpu", "64GiB"))
+    load_in_8bit: bool = False  # bitsandbytes int8 weights
 
     @property
     def dtype(self) -> torch.dtype:
@@ -44,9 +46,17 @@ class Placement:
         return getattr(torch, self.dtype_name)
 
     def from_pretrained_kwargs(self) -> dict:
-        kwargs: dict = {"dtype": self.dtype, "attn_implementation": attention_implementation(self)}
+        # safetensors only and no repository code: loading a model must never run code that came with it.
+        kwargs: dict = {"dtype": self.dtype, "attn_implementation": attention_implementation(self),
+                        "use_safetensors": True, "trust_remote_code": False}  # fmt: skip
         if self.device_map_auto:
             kwargs["device_map"] = "auto"
+        if self.max_memory:
+            kwargs["max_memory"] = dict(self.max_memory)
+        if self.load_in_8bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         return kwargs
 
 
@@ -98,12 +108,16 @@ def resolve_dtype(name: str, device: str, *, cpu_bf16: bool = True) -> str:
     return "bfloat16" if cpu_bf16 and cpu_has_native_bf16() else "float32"
 
 
-def placement(device: str = "auto", dtype: str = "auto", *, multi_gpu: bool = False, cpu_bf16: bool = True):
+def placement(device: str = "auto", dtype: str = "auto", *, multi_gpu: bool = False, cpu_bf16: bool = True,
+              max_memory: tuple = (), load_in_8bit: bool = False) -> Placement:  # fmt: skip
     """Resolve user-facing device/dtype strings into a Placement."""
     resolved = resolve_device(device)
     if multi_gpu and not resolved.startswith("cuda"):
         raise InvalidParamError("--multi-gpu needs CUDA GPUs", param="device")
-    return Placement(resolved, resolve_dtype(dtype, resolved, cpu_bf16=cpu_bf16), multi_gpu)
+    dtype_name = resolve_dtype(dtype, resolved, cpu_bf16=cpu_bf16)
+    # A memory cap or int8 weights only work when accelerate places the layers itself.
+    auto = multi_gpu or bool(max_memory) or load_in_8bit
+    return Placement(resolved, dtype_name, auto, tuple(max_memory), load_in_8bit)
 
 
 @functools.cache

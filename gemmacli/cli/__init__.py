@@ -2,7 +2,7 @@
 
 import sys
 
-from gemmacli.cli import bench, inference, manage, serve, smoke  # noqa: F401  (each module registers its commands)
+from gemmacli.cli import bench, inference, manage, ps, serve, smoke  # noqa: F401  (each module registers its commands)
 from gemmacli.cli.app import app
 
 __all__ = ["app", "main"]

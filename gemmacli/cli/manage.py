@@ -11,6 +11,7 @@ import typer
 from gemmacli.cli.app import app
 from gemmacli.cli.common import quiet_libraries
 from gemmacli.cli.options import JsonOpt, QuietOpt
+from gemmacli.cli.ps import ApiKeyOpt, server_get, server_url
 from gemmacli.cli.ui import emit, error, reporting, stderr, stdout
 from gemmacli.errors import GemmacliError
 
@@ -100,19 +101,34 @@ def import_(
 @app.command(
     epilog="""[b]Examples[/]\n
   gemmacli models\n
-  gemmacli models --json | jq '.[] | select(.status == "ready") | .name'"""
+  gemmacli models --json | jq '.[] | select(.status == "ready") | .name'\n
+  gemmacli models --url http://127.0.0.1:8000   [dim]# what a running server serves (loaded, available)[/]"""
 )
-def models(json_out: JsonOpt = False) -> None:
+def models(
+    json_out: JsonOpt = False,
+    url: Annotated[str | None, typer.Option(help="Ask this running server instead.", show_default=False)] = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
     """List catalog models and what is already on this machine (ready, demo = bundled, download = from the Hub)."""
     from gemmacli.cli.render import models_table
     from gemmacli.models.listing import list_models
 
-    loader = _loader()
-    rows = list_models(loader.catalog, loader.paths)
+    if url is not None:
+        rows = [_served_row(card) for card in server_get(server_url(url), "/v1/models", api_key)["data"]]
+    else:
+        loader = _loader()
+        rows = list_models(loader.catalog, loader.paths)
     if json_out:
         emit(json.dumps(rows, indent=2))
     else:
         stdout.print(models_table(rows))
+
+
+def _served_row(card: dict) -> dict:
+    """A /v1/models card as a `models` row; status is loaded, loading or available (loads on first use)."""
+    source = "server" if card.get("owned_by") == "gemmacli" else str(card.get("owned_by", ""))
+    return {"name": card["id"], "task": card.get("task", ""), "status": card.get("status", "loaded"),
+            "source": source, "description": ""}  # fmt: skip
 
 
 @app.command(epilog="[b]Example[/]\n\n  gemmacli rm gemma-270m-it")

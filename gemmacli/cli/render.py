@@ -42,7 +42,7 @@ def models_table(rows: list[dict]) -> Table:
         table.add_column(column, no_wrap=True)
     table.add_column("source", overflow="fold")
     table.add_column("description", overflow="fold", ratio=1)
-    style = {"ready": "green", "demo": "cyan", "download": "dim"}
+    style = {"ready": "green", "loaded": "green", "demo": "cyan", "loading": "cyan", "download": "dim"}
     for row in rows:
         status = f"[{style.get(row['status'], '')}]{row['status']}[/]"
         table.add_row(row["name"], row["task"], status, row["source"], row["description"])

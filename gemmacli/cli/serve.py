@@ -24,6 +24,7 @@ def _limit(help: str, minimum: float = 0):
   gemmacli serve                                   [dim]# google/gemma-3-12b-it on 127.0.0.1:8000[/]\n
   gemmacli serve -m gemma-3-270m -m all-minilm-l6-v2 -m whisper-tiny.en\n
   gemmacli serve -m gemma-3-4b-it --host 0.0.0.0 --api-key $KEY --max-queue 16\n
+  gemmacli serve --load-on-demand --max-loaded 2 --idle-unload 600   [dim]# any local model, on first use[/]\n
   GEMMACLI_MODELS=gemma-3-270m GEMMACLI_PORT=9000 gemmacli serve   [dim]# or put them in .env[/]"""
 )
 def serve(
@@ -86,6 +87,19 @@ def serve(
             help=r"Cut over-long embedding inputs, not a 400 \[default: off].",
         ),
     ] = None,
+    catalog: Annotated[Path | None, typer.Option(help="Extra catalog entries (TOML).", show_default=False)] = None,
+    load_on_demand: Annotated[
+        bool | None, typer.Option("--load-on-demand/--no-load-on-demand", help="Load any local model on first use.")
+    ] = None,
+    max_loaded: Annotated[int | None, typer.Option(help="Models in memory at once; 0 = no limit.", min=0)] = None,
+    idle_unload: Annotated[float | None, typer.Option(help="Unload a model unused this many seconds.", min=0)] = None,
+    load_wait: Annotated[
+        float | None, typer.Option(help=r"Seconds a load waits for a busy model's place \[default: 30].", min=0)
+    ] = None,
+    max_memory: Annotated[str | None, typer.Option(help="Per-device cap, e.g. 0=20GiB,cpu=64GiB.")] = None,
+    load_in_8bit: Annotated[
+        bool | None, typer.Option("--load-in-8bit/--no-load-in-8bit", help="int8 weights (needs bitsandbytes).")
+    ] = None,
 ) -> None:
     """OpenAI-compatible HTTP server: chat, completions, embeddings, audio, models, health, metrics.
 
@@ -110,6 +124,8 @@ def serve(
         "max_stop": max_stop, "max_stop_chars": max_stop_chars, "max_audio_prompt_chars": max_audio_prompt_chars,
         "embed_truncate": embed_truncate,
         "shutdown_timeout": shutdown_timeout,
+        "catalog": catalog, "load_on_demand": load_on_demand, "max_loaded": max_loaded, "idle_unload": idle_unload,
+        "load_wait": load_wait, "max_memory": max_memory, "load_in_8bit": load_in_8bit,
     }  # fmt: skip
     settings = ServerSettings.load(overrides, dotenv=env_file)
     quiet_libraries()

@@ -33,8 +33,11 @@ class ModelRef:
         return self.entry.defaults if self.entry else GenParams()
 
 
-def resolve(name: str, catalog: Catalog, paths: Paths) -> ModelRef:
-    """Match `name` without touching the network; `materialize` later fetches or imports what is missing."""
+def resolve(name: str, catalog: Catalog, paths: Paths, *, local_paths: bool = True) -> ModelRef:
+    """Match `name` without touching the network; `materialize` later fetches or imports what is missing.
+
+    `local_paths=False` (names that come from HTTP requests) never takes the name as a file or folder.
+    """
     name = name.strip()
     if not name:
         raise ModelNotFoundError("empty model name")
@@ -42,7 +45,7 @@ def resolve(name: str, catalog: Catalog, paths: Paths) -> ModelRef:
         url = objstore.parse(name)
         return ModelRef(str(url), url=url)  # served and shown by its URL
     local = Path(name).expanduser()
-    if local.exists():
+    if local_paths and local.exists():
         return _local_ref(local, catalog)
     if entry := catalog.get(name):
         stored = store.read(paths.models_dir / entry.name)

@@ -35,7 +35,8 @@ class EmbedRunner:
             str(path),
             device=placement.device,
             local_files_only=True,
-            model_kwargs={"dtype": placement.dtype, "attn_implementation": "sdpa"},
+            trust_remote_code=False,
+            model_kwargs={"dtype": placement.dtype, "attn_implementation": "sdpa", "use_safetensors": True},
         )
         return cls(model.eval(), name=name, placement=placement)
 

@@ -14,9 +14,10 @@ from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
 from gemmacli.server.middleware import Access, request_context
+from gemmacli.server.models_manager import ModelManager, release_leases
 from gemmacli.server.registry import Registry
 from gemmacli.server.remote_media import RemoteMedia
-from gemmacli.server.routes import audio, chat, completions, embeddings, meta
+from gemmacli.server.routes import admin, audio, chat, completions, embeddings, meta
 from gemmacli.server.services import Services
 from gemmacli.server.settings import ServerSettings
 
@@ -24,6 +25,7 @@ ROUTES = [
     meta.health, meta.metrics, meta.list_models, meta.get_model,
     chat.chat_completions, completions.completions, embeddings.embeddings,
     audio.transcriptions, audio.translations,
+    admin.stats, admin.load, admin.unload,
 ]  # fmt: skip
 
 
@@ -34,13 +36,17 @@ def create_app(
     engine: Engine | None = None,
     metrics: Metrics | None = None,
     on_startup: list = (),
+    loader=None,
+    preload: list | None = None,
 ) -> Litestar:
-    """Everything the app uses is passed in: tests hand it ready runners, `gemmacli serve` loads them first."""
+    """Everything the app uses is passed in: tests hand it ready runners; `gemmacli serve` hands it a loader
+    and the prepared models to `preload` (the manager loads them, and others on demand, with `loader`)."""
     metrics = metrics or Metrics()
     engine = engine or Engine(max_running=settings.max_batch, max_queue=settings.max_queue,
                               on_change=metrics.engine_changed)  # fmt: skip
+    models = ModelManager.from_settings(registry, engine, settings, loader)
     services = Services(registry, engine, metrics, settings, EmbedBatcher.from_settings(engine, metrics, settings),
-                        remote_media=RemoteMedia.from_settings(settings))  # fmt: skip
+                        models, remote_media=RemoteMedia.from_settings(settings))  # fmt: skip
     access = Access.from_settings(settings)
 
     def start_engine() -> None:
@@ -48,6 +54,7 @@ def create_app(
             engine.start()
 
     def stop_engine() -> None:
+        models.stop()
         engine.stop(timeout=5)
 
     def complete_openapi() -> None:
@@ -58,11 +65,14 @@ def create_app(
         except Exception:
             logging.getLogger("gemmacli.server").exception("cannot complete the OpenAPI document")
 
+    async def start_models() -> None:
+        models.start(preload)
+
     app = Litestar(
         route_handlers=ROUTES,
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers={Exception: errors.handle},
-        on_startup=[start_engine, complete_openapi, *on_startup],
+        on_startup=[start_engine, start_models, complete_openapi, *on_startup],
         on_shutdown=[stop_engine],
         request_max_body_size=settings.max_body_bytes,
         cors_config=access.cors,  # None unless --cors-origin: browsers on other sites get no access
@@ -72,7 +82,7 @@ def create_app(
         state={"services": services},
     )
     # Around routing, not inside it: unknown paths and refused keys get request ids, logs and counts too.
-    app.asgi_handler = metrics.track_in_flight(request_context(access, metrics)(app.asgi_handler))
+    app.asgi_handler = metrics.track_in_flight(request_context(access, metrics)(release_leases(app.asgi_handler)))
     return app
 
 

@@ -130,11 +130,12 @@ class EmbedBatcher:
 
     def _flush(self, model: str) -> None:
         """Hand everything waiting for `model` to one engine job; requests already gone are left out."""
-        queue = self._queues[model]
+        queue = self._queues.pop(model, None)  # not kept between batches: it holds the runner, which may be unloaded
+        if queue is None:
+            return
         if queue.timer is not None:
             queue.timer.cancel()
         batch = [p for p in queue.pending if not p.future.done()]
-        queue.pending, queue.texts, queue.timer = [], 0, None
         if batch:
             task = asyncio.create_task(self._run(model, queue.runner, batch), name=f"embed-batch-{model}")
             self._tasks.add(task)

@@ -112,12 +112,13 @@ class Engine:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    async def stream(self, work: Work, timeout: float | None = None) -> AsyncIterator[Any]:
+    async def stream(self, work: Work, timeout: float | None = None, *, admit: bool = True) -> AsyncIterator[Any]:
         """Results of `work` as the thread produces them; leaving early (disconnect, error) cancels the job.
 
         `timeout` bounds the whole job, waiting included: past it, TimeoutError is raised here.
+        `admit=False` skips the queue limit, for housekeeping that frees rather than uses the engine.
         """
-        job = self._submit(work)
+        job = self._submit(work, admit)
         deadline = None if timeout is None else job.loop.time() + timeout
         try:
             while True:
@@ -138,11 +139,23 @@ class Engine:
             return result
         raise EngineStopped("the job ended without a result")
 
-    def _submit(self, work: Work) -> Job:
+    async def drop_batch(self, key: Any) -> None:
+        """Forget the shared batch of `key` (a model being unloaded): it holds the model, which could not be freed.
+
+        On the inference thread, which alone touches batches; none of the model's jobs may still run.
+        """
+        if not self.alive:
+            self._batches.pop(id(key), None)
+            return
+        drop = lambda cancelled: iter((self._batches.pop(id(key), None) is not None,))  # noqa: E731
+        async for _ in self.stream(drop, admit=False):
+            pass
+
+    def _submit(self, work: Work, admit: bool = True) -> Job:
         if self._stopping or not self.alive:
             raise EngineStopped("the server is shutting down")
         with self._lock:
-            if self._waiting >= self.max_queue + max(0, self.max_running - len(self._active)):
+            if admit and self._waiting >= self.max_queue + max(0, self.max_running - len(self._active)):
                 raise Overloaded(retry_after=max(1, self._waiting // max(1, self.max_running)))
             self._waiting += 1
         job = Job(work, asyncio.get_running_loop())
@@ -156,10 +169,7 @@ class Engine:
         while True:
             if not self._admit():
                 break
-            for job in [j for j in self._active if j.batch is None]:
-                self._step(job)
-            for batch in {id(j.batch): j.batch for j in self._active if j.batch is not None}.values():
-                self._step_batch(batch)
+            self._advance()
             self._changed()
         while not self._inbox.empty():  # shutting down: tell whoever still listens, queued jobs too
             if (job := self._inbox.get_nowait()) is not None:
@@ -170,6 +180,14 @@ class Engine:
             job.send(_ERROR, EngineStopped("the server is shutting down"))
         self._active.clear()
         self._changed()
+
+    def _advance(self) -> None:
+        """One step for every active job. A method of its own so that its loop variables die with it: left in
+        `_run`'s frame while the thread waits, the last job or batch would keep an unloaded model alive."""
+        for job in [j for j in self._active if j.batch is None]:
+            self._step(job)
+        for batch in {id(j.batch): j.batch for j in self._active if j.batch is not None}.values():
+            self._step_batch(batch)
 
     def _admit(self) -> bool:
         """Take new jobs while there is room; block only when nothing is running. False means stop."""

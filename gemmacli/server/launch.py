@@ -1,7 +1,8 @@
 """`gemmacli serve`: get the models onto disk, start listening, load and warm them up in the background.
 
 Files are fetched before the server starts, so a missing or gated model fails at once with one
-error line. Weights load after the port is open: /health answers 503 until every model is ready.
+error line. Weights load after the port is open (the model manager does it): /health answers 503
+until every preloaded model is ready.
 """
 
 from __future__ import annotations
@@ -9,18 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import threading
 
 import uvicorn
 
 from gemmacli.device import set_threads
 from gemmacli.errors import GemmacliError, ModelUnavailableError
-from gemmacli.models.loader import LoadOptions, ModelLoader, Prepared
-from gemmacli.server.logs import redact
-from gemmacli.server.registry import Registry, ServedModel
+from gemmacli.models.loader import ModelLoader, Prepared
+from gemmacli.server.registry import Registry
 from gemmacli.server.settings import DEFAULT_CHAT_MODEL, ServerSettings
 from gemmacli.settings import Paths
-from gemmacli.types import GenParams
 
 log = logging.getLogger("gemmacli.server")
 DEMO_HINT = (
@@ -41,57 +39,9 @@ def prepare_models(settings: ServerSettings, loader: ModelLoader, report) -> lis
     ids = [p.ref.name for _, p in prepared]
     if len(set(ids)) != len(ids):
         raise GemmacliError(f"the same model is named twice: {', '.join(ids)}")
+    if settings.max_loaded and len(ids) > settings.max_loaded:
+        raise GemmacliError(f"{len(ids)} models to preload, but --max-loaded is {settings.max_loaded}")
     return prepared
-
-
-def load_in_background(prepared, loader: ModelLoader, settings: ServerSettings, registry: Registry) -> threading.Thread:
-    """Load (and warm up) each model, then mark the registry ready; a failure is kept for /health and logs."""
-
-    def run() -> None:
-        options = LoadOptions(device=settings.device, dtype=settings.dtype)
-        try:
-            for given, item in prepared:
-                runner = loader.build(item, options, report=lambda step: log.info(step))
-                if settings.warmup:
-                    warm_up(item.task, runner)
-                registry.add(ServedModel(item.ref.name, item.task, runner, aliases=aliases(given, item)))
-                log.info("model ready", extra={"model": item.ref.name, "task": item.task})
-            registry.ready = True
-            log.info("all models ready", extra={"models": [m.id for m in registry]})
-        except Exception as exc:  # kept for /health; the process stays up to report it
-            # /health is public: the reason, without the paths and secrets a library's message may carry.
-            registry.failure = redact(exc.message if isinstance(exc, GemmacliError) else f"{type(exc).__name__}: {exc}")
-            log.error("loading failed", extra={"error": registry.failure})
-
-    thread = threading.Thread(target=run, name="gemmacli-loader", daemon=True)
-    thread.start()
-    return thread
-
-
-def aliases(given: str, item: Prepared) -> tuple[str, ...]:
-    """Every name a client may reasonably send: what was typed, the catalog alias and its Hub id."""
-    entry = item.ref.entry
-    names = {given, item.ref.name}
-    if entry is not None:
-        names |= {entry.name, *entry.aliases, *([entry.hub] if entry.hub else [])}
-    if item.ref.repo_id:
-        names.add(item.ref.repo_id)
-    return tuple(sorted(n for n in names if n != item.ref.name))
-
-
-def warm_up(task: str, runner) -> None:
-    """One tiny request per model, so the first user does not pay for lazy initialisation."""
-    if task == "chat":
-        for _ in runner.stream_text("Hello", GenParams(max_tokens=2, temperature=0.0)):
-            pass
-    elif task == "embed":
-        runner.embed(["warm-up"])
-    else:
-        import numpy as np
-
-        from gemmacli.types import AudioPart, TranscribeOptions
-
-        runner.transcribe(AudioPart(np.zeros(16_000, dtype=np.float32)), TranscribeOptions())
 
 
 def serve(settings: ServerSettings, report) -> None:
@@ -107,7 +57,7 @@ def serve(settings: ServerSettings, report) -> None:
     prepared = prepare_models(settings, loader, report)
     configure_logging(settings.log_level)
     registry = Registry(ready=False)
-    app = create_app(registry, settings, on_startup=[lambda: load_in_background(prepared, loader, settings, registry)])
+    app = create_app(registry, settings, loader=loader, preload=prepared)  # the model manager loads them
     auth = bool(settings.api_keys or settings.api_key_file)
     log.info("listening", extra={"url": f"http://{settings.host}:{settings.port}", "auth": auth})
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,

@@ -25,7 +25,9 @@ class ServedModel:
 
 
 class Registry:
-    """Served models, looked up by id or alias; `ready` turns true once every model has loaded and warmed up.
+    """Served models, looked up by id or alias; `ready` turns true once every preloaded model is warmed up.
+
+    It only indexes what is in memory now; the ModelManager decides what comes and goes.
 
     A request's `model` field is only ever matched against these names, never turned into a path.
     """
@@ -44,6 +46,13 @@ class Registry:
             self._models[model.id] = model
             for name in (model.id, *model.aliases):
                 self._names.setdefault(name.lower(), model)
+
+    def remove(self, model_id: str) -> ServedModel | None:
+        """Stop serving `model_id` under every name; the caller frees its memory."""
+        with self._lock:
+            model = self._models.pop(model_id, None)
+            self._names = {name: m for name, m in self._names.items() if m is not model}
+            return model
 
     def get(self, name: str | None, task: Task) -> ServedModel:
         """The model named `name` for `task`; 404 semantics when it is not served or does another task."""

@@ -1,4 +1,5 @@
-"""What route handlers get injected: the served models, the engine, the embedding batcher, metrics and settings."""
+"""What route handlers get injected: the served models and their manager, the engine, the embedding batcher,
+metrics and settings."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from gemmacli.media import MediaLimits
 from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
+from gemmacli.server.models_manager import ModelManager
 from gemmacli.server.registry import Registry
 from gemmacli.server.remote_media import RemoteMedia
 from gemmacli.server.schema.limits import RequestLimits
@@ -22,6 +24,7 @@ class Services:
     metrics: Metrics
     settings: ServerSettings
     embed_batcher: EmbedBatcher
+    models: ModelManager  # loads, leases and unloads what `registry` serves
     remote_media: RemoteMedia | None = None  # None: data: URLs only
 
     @cached_property

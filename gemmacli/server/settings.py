@@ -57,6 +57,12 @@ class ServerSettings:
     max_audio_prompt_chars: int = 4096  # the transcription `prompt` (Whisper reads its last 224 tokens)
     embed_truncate: bool = False  # cut over-long embedding inputs to the model's window instead of a 400
     shutdown_timeout: float = 30.0  # seconds SIGTERM waits for running requests before it cancels them
+    load_on_demand: bool = False  # requests may name any cataloged or cached model: it loads on first use
+    max_loaded: int = 0  # models in memory at once; the least recently used idle one unloads first; 0 = no limit
+    idle_unload: float = 0.0  # seconds unused after which a model unloads; 0 = never
+    load_wait: float = 30.0  # seconds a load waits for a busy model to free its place (--max-loaded), then 503
+    max_memory: str = ""  # accelerate's cap per device for each model, e.g. 0=20GiB,cpu=64GiB
+    load_in_8bit: bool = False  # int8 weights through bitsandbytes (chat and Whisper models)
 
     def media_limits(self) -> MediaLimits:
         return MediaLimits(max_image_bytes=self.max_image_bytes, max_image_pixels=self.max_image_pixels,
@@ -80,6 +86,8 @@ class ServerSettings:
             if raw is not None and raw != "":
                 values[f.name] = _parse(f.name, raw, getattr(cls, f.name, None) if f.name != "models" else ())
         values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+        if values.get("load_on_demand") and "models" not in values:
+            values["models"] = ()  # nothing named: preload nothing rather than the default model
         return replace(cls(), **values)
 
 

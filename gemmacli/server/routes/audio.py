@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from litestar import Response, post
+from litestar import Request, Response, post
 from litestar.enums import RequestEncodingType
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Schema
 from litestar.params import Body
@@ -34,25 +34,29 @@ class TranscriptOperation(Operation):
 
 @post(TRANSCRIPTIONS, status_code=200, before_request=TranscriptionForm.check_request,
       operation_class=TranscriptOperation)  # fmt: skip
-async def transcriptions(data: Annotated[TranscriptionForm, MULTIPART], services: Services) -> Response[str]:
+async def transcriptions(
+    data: Annotated[TranscriptionForm, MULTIPART], services: Services, request: Request
+) -> Response[str]:
     """Speech to text in the spoken language (WAV, FLAC, OGG or MP3 upload)."""
-    return await _transcribe(data, services, TRANSCRIPTIONS)
+    return await _transcribe(data, services, TRANSCRIPTIONS, request.scope)
 
 
 @post(TRANSLATIONS, status_code=200, before_request=TranslationForm.check_request,
       operation_class=TranscriptOperation)  # fmt: skip
-async def translations(data: Annotated[TranslationForm, MULTIPART], services: Services) -> Response[str]:
+async def translations(
+    data: Annotated[TranslationForm, MULTIPART], services: Services, request: Request
+) -> Response[str]:
     """Speech in any language to English text; English-only models answer 400."""
-    return await _transcribe(data, services, TRANSLATIONS)
+    return await _transcribe(data, services, TRANSLATIONS, request.scope)
 
 
-async def _transcribe(form: TranslationForm, services: Services, endpoint: str) -> Response[str]:
+async def _transcribe(form: TranslationForm, services: Services, endpoint: str, scope: dict) -> Response[str]:
     try:
-        served = services.registry.get(form.model, "transcribe")
         form.check_limits(services.request_limits, services.media_limits)
         data = await form.file.read()
     finally:
         await form.file.close()  # Litestar spools uploads above 1 MB to an anonymous temporary file: free it now
+    served = await services.models.acquire(form.model, "transcribe", scope)
     runner, limits, options = served.runner, services.media_limits, form.options()
     started = time.perf_counter()
     # Decoding and resampling run on the inference thread too: they are CPU work that would stall the event loop.

@@ -19,8 +19,8 @@ ENDPOINT = "/v1/chat/completions"
 @post(ENDPOINT, status_code=200)
 async def chat_completions(data: ChatCompletionRequest, services: Services, request: Request) -> Response:
     """OpenAI's chat completions; `"stream": true` answers with server-sent events."""
-    served = services.registry.get(data.model, "chat")
     data.check_limits(services.request_limits)  # counts images and text before any is decoded
+    served = await services.models.acquire(data.model, "chat", request.scope)
     params = data.to_params()
     messages = await _messages(data, services)
     runner = served.runner

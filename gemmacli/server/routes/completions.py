@@ -23,8 +23,8 @@ ENDPOINT = "/v1/completions"
 @post(ENDPOINT, status_code=200)
 async def completions(data: CompletionRequest, services: Services, request: Request) -> Response:
     """OpenAI's (legacy) completions; `"stream": true` answers with server-sent events."""
-    served = services.registry.get(data.model, "chat")
     data.check_limits(services.request_limits)
+    served = await services.models.acquire(data.model, "chat", request.scope)
     params, prompts = data.to_params(), data.to_prompts()
     runner = served.runner
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from litestar import post
+from litestar import Request, post
 
 from gemmacli.server.metrics import Metrics
 from gemmacli.server.schema.embeddings import EmbeddingRequest, EmbeddingResponse
@@ -16,16 +16,16 @@ ENDPOINT = "/v1/embeddings"
 
 
 @post(ENDPOINT, status_code=200)
-async def embeddings(data: EmbeddingRequest, services: Services) -> EmbeddingResponse:
+async def embeddings(data: EmbeddingRequest, services: Services, request: Request) -> EmbeddingResponse:
     """Embed texts or token ids; vectors are unit length, as floats or base64 float32 (`encoding_format`).
 
     Token ids must be the model's own: they are decoded to text with its tokenizer and embedded as that text.
     """
-    served = services.registry.get(data.model, "embed")
     limits = services.request_limits
     data.check_limits(limits)
     started = time.perf_counter()
-    async with asyncio.timeout(services.settings.request_timeout):  # waiting for a batch included
+    async with asyncio.timeout(services.settings.request_timeout):  # waiting for a load or a batch included
+        served = await services.models.acquire(data.model, "embed", request.scope)
         texts = await _texts(services, data, served.runner)
         result = await services.embed_batcher.embed(served.id, served.runner, texts, data.dimensions)
     # The batch embeds an over-long input from its window (it never fails the others); refusing it is ours.

@@ -5,13 +5,13 @@ from __future__ import annotations
 from litestar import Response, get
 
 from gemmacli.errors import ModelNotFoundError
-from gemmacli.server.registry import ServedModel
+from gemmacli.server.models_manager import ModelView
 from gemmacli.server.services import Services
 
 
 @get("/health", sync_to_thread=False)
 def health(services: Services) -> Response:
-    """200 once every model has loaded and warmed up; 503 before that (and if loading failed)."""
+    """200 once every preloaded model has loaded and warmed up; 503 before that (and if loading failed)."""
     registry = services.registry
     if registry.failure:
         return Response({"status": "failed", "error": registry.failure}, status_code=503)
@@ -27,21 +27,27 @@ def metrics(services: Services) -> bytes:
     return services.metrics.render()
 
 
-def model_card(model: ServedModel) -> dict:
-    card = {"id": model.id, "object": "model", "created": model.created, "owned_by": "gemmacli", "task": model.task}
-    if model.dimensions is not None:
+def model_card(view: ModelView) -> dict:
+    """OpenAI's model object, plus our `task` and `status` (loaded, loading or available: loads on first use)."""
+    model = view.served
+    created = model.created if model is not None else 0
+    card = {"id": view.id, "object": "model", "created": created, "owned_by": "gemmacli", "task": view.task,
+            "status": view.status}  # fmt: skip
+    if model is not None and model.dimensions is not None:
         card["dimensions"] = model.dimensions
     return card
 
 
-@get("/v1/models", sync_to_thread=False)
-def list_models(services: Services) -> dict:
-    return {"object": "list", "data": [model_card(m) for m in services.registry]}
+@get("/v1/models")
+async def list_models(services: Services) -> dict:
+    """Loaded models first; then, with --load-on-demand, every model this machine can load without a download."""
+    return {"object": "list", "data": [model_card(v) for v in await services.models.views()]}
 
 
-@get("/v1/models/{model_id:path}", sync_to_thread=False)
-def get_model(services: Services, model_id: str) -> dict:
-    model = services.registry.find(model_id.lstrip("/"))
-    if model is None:
-        raise ModelNotFoundError(f"model {model_id.lstrip('/')!r} is not served", param="model")
-    return model_card(model)
+@get("/v1/models/{model_id:path}")
+async def get_model(services: Services, model_id: str) -> dict:
+    name = model_id.lstrip("/")
+    view = await services.models.view(name)
+    if view is None:
+        raise ModelNotFoundError(f"model {name!r} is not served", param="model")
+    return model_card(view)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,10 +30,12 @@ COUNTING_PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # a base model keeps countin
 @dataclass
 class RecordingLoader(ModelLoader):
     builds: list[tuple[str, float, float]] = field(default_factory=list)  # (model, started, ended), monotonic
+    hold: dict[str, Callable[[], None]] = field(default_factory=dict)  # model -> runs before its build returns
 
     def build(self, prepared: Prepared, options: LoadOptions = LoadOptions(), report=print):
         started = time.monotonic()
         runner = super().build(prepared, options, report)
+        self.hold.get(prepared.ref.name, lambda: None)()
         self.builds.append((prepared.ref.name, started, time.monotonic()))
         return runner
 

@@ -16,7 +16,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_second_model_loads_on_demand_while_the_first_keeps_streaming(home, audio):
-    """Model A (chat) streams while model B (Whisper) loads on its first request."""
+    """Model A (chat) streams while model B (Whisper) loads on its first request.
+
+    B's load is held open until A has streamed 5 more tokens: were loading to block the inference thread,
+    those tokens could never come and the hold would time out, instead of depending on how fast B loads.
+    """
     with live_server((TINY,), home=home) as live:
         times: list[float] = []
         stop = [False]
@@ -24,6 +28,12 @@ def test_second_model_loads_on_demand_while_the_first_keeps_streaming(home, audi
         streaming = threading.Thread(target=stream_tokens, args=(live.url, body, times, stop))
         streaming.start()
         live.wait_until(lambda: len(times) >= 3)
+
+        def until_five_more_tokens() -> None:
+            seen = len(times)
+            live.wait_until(lambda: len(times) >= seen + 5, timeout=60)
+
+        live.loader.hold[WHISPER] = until_five_more_tokens
         response = live.transcribe(audio / "hello_world.wav")  # never loaded so far
         stop[0] = True
         streaming.join(timeout=60)
@@ -31,7 +41,6 @@ def test_second_model_loads_on_demand_while_the_first_keeps_streaming(home, audi
     assert "hello" in response.json()["text"].lower()
     ((_, started, ended),) = [b for b in live.loader.builds if b[0] == WHISPER]
     during = [t for t in times if started <= t <= ended]
-    # The inference thread kept decoding model A while B's weights loaded on the loader thread.
     assert len(during) >= 5, f"{len(during)} tokens in {ended - started:.2f} s of loading"
     print(f"\nmodel A streamed {len(during)} tokens during the {ended - started:.2f} s load of model B")
 

@@ -31,7 +31,8 @@ def test_download_a_model_folder_checks_it_holds_a_model(minilm_dir, tmp_path):
 
 
 def test_serve_names_a_folder_model_by_its_folder(minilm_dir, tmp_path):
-    from gemmacli.server.launch import aliases, prepare_models
+    from gemmacli.server.launch import prepare_models
+    from gemmacli.server.model_loading import aliases
     from gemmacli.server.settings import ServerSettings
 
     settings = ServerSettings(models=(str(minilm_dir),))

@@ -51,7 +51,11 @@ def config(**kw) -> SamplingConfig:
 LOGITS = torch.tensor([1.0, 3.0, 2.0, 0.5, -1.0])
 
 
-@pytest.mark.parametrize("kw", [{"temperature": 0.0}, {"top_k": 1}, {"top_p": 0.01}, {"min_p": 1.0}])
+@pytest.mark.parametrize(
+    "kw",
+    [{"temperature": 0.0}, {"top_k": 1}, {"top_p": 0.01}, {"min_p": 1.0}, {"temperature": 1e-300},
+     {"temperature": 1e-6, "top_p": 0.5}],  # tiny temperatures would overflow logits / temperature
+)  # fmt: skip
 def test_settings_that_leave_one_candidate_pick_the_argmax(kw):
     sampler = Sampler(config(seed=0, **kw), torch.tensor([0]), 5, torch.device("cpu"))
     assert {sampler(LOGITS) for _ in range(20)} == {1}

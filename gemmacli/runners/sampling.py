@@ -13,6 +13,8 @@ import torch
 from gemmacli.errors import InvalidParamError
 from gemmacli.types import GenParams
 
+GREEDY_BELOW = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -47,7 +49,8 @@ class SamplingConfig:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        # Below 1e-5 (vLLM's cut too), logits / temperature overflows float32: the limit is argmax anyway.
+        return self.temperature < GREEDY_BELOW or self.top_k == 1
 
     @property
     def penalised(self) -> bool:

@@ -16,7 +16,8 @@ RUN apt-get update \
 RUN python3 -m venv $VIRTUAL_ENV && pip install --upgrade pip && pip install "torch>=2.6,<3"
 COPY pyproject.toml README.md LICENSE /src/
 COPY gemmacli /src/gemmacli
-RUN pip install /src && rm -rf /src
+# s3/gcs: serve -m s3://bucket/model and gs:// straight from object storage.
+RUN pip install "/src[s3,gcs]" && rm -rf /src
 
 RUN useradd --create-home --uid 1000 gemma
 USER gemma

@@ -11,7 +11,7 @@ lock; the only code that touches the model is the job handed to `Engine.call`.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -94,6 +94,7 @@ class EmbedBatcher:
         self.timeout = timeout  # bounds each batch job on the engine, as it bounded each request before
         self._queues: dict[str, _Queue] = {}
         self._tasks: set[asyncio.Task] = set()  # running batches: the loop only keeps weak references
+        self._running: Counter[str] = Counter()  # batches on the engine per model
 
     @classmethod
     def from_settings(cls, engine: Engine, metrics: Metrics, settings: ServerSettings) -> EmbedBatcher:
@@ -124,6 +125,8 @@ class EmbedBatcher:
         queue.texts += len(texts)
         if queue.texts >= self.max_batch:
             self._flush(model)
+        elif self._running[model]:
+            pass  # while a batch runs, requests gather; its end sends them as the next batch, with no window
         elif queue.timer is None:
             queue.timer = loop.call_later(self.window, self._flush, model)
         return future
@@ -137,11 +140,21 @@ class EmbedBatcher:
             queue.timer.cancel()
         batch = [p for p in queue.pending if not p.future.done()]
         if batch:
+            self._running[model] += 1
             task = asyncio.create_task(self._run(model, queue.runner, batch), name=f"embed-batch-{model}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, model: str, runner: Any, batch: list[_Pending]) -> None:
+        try:
+            await self._embed_batch(model, runner, batch)
+        finally:
+            self._running[model] -= 1
+            if not self._running[model]:
+                del self._running[model]
+                self._flush(model)  # what gathered while this batch ran
+
+    async def _embed_batch(self, model: str, runner: Any, batch: list[_Pending]) -> None:
         texts = list(dict.fromkeys(text for p in batch for text in p.texts))  # a text asked twice is embedded once
         observe = self.metrics.embed_batch_size.labels(model).observe
         try:

@@ -91,3 +91,13 @@ class GcsEmulator:
         from gcsfs.core import GCSFileSystem
 
         return GCSFileSystem(endpoint_url=self.url, token="anon", skip_instance_cache=True)
+
+
+def point_gemmacli_at(server: S3Server, monkeypatch, home) -> None:
+    """Test credentials, no stray AWS/GCS settings, GEMMACLI_S3_ENDPOINT_URL at `server`, a private GEMMACLI_HOME."""
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    for key in CLEARED:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("GEMMACLI_S3_ENDPOINT_URL", server.url)
+    monkeypatch.setenv("GEMMACLI_HOME", str(home))

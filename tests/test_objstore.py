@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from objservers import CLEARED, S3_ENV, S3Server
+from objservers import S3Server, point_gemmacli_at
 from typer.testing import CliRunner
 
 from gemmacli.cli import app
@@ -43,12 +43,7 @@ def s3_server():
 @pytest.fixture
 def s3(s3_server, monkeypatch, tmp_path):
     """The server, with gemmacli pointed at it through GEMMACLI_S3_ENDPOINT_URL and a private GEMMACLI_HOME."""
-    for key, value in S3_ENV.items():
-        monkeypatch.setenv(key, value)
-    for key in CLEARED:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("GEMMACLI_S3_ENDPOINT_URL", s3_server.url)
-    monkeypatch.setenv("GEMMACLI_HOME", str(tmp_path / "home"))
+    point_gemmacli_at(s3_server, monkeypatch, tmp_path / "home")
     return s3_server
 
 

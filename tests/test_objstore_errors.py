@@ -7,7 +7,7 @@ import sys
 import uuid
 
 import pytest
-from objservers import CLEARED, S3_ENV, GcsEmulator, S3Server, free_port
+from objservers import CLEARED, GcsEmulator, S3Server, free_port, point_gemmacli_at
 from typer.testing import CliRunner
 
 from gemmacli.cli import app
@@ -75,12 +75,7 @@ def s3_server():
 
 @pytest.fixture
 def s3(s3_server, monkeypatch, tmp_path):
-    for key, value in S3_ENV.items():
-        monkeypatch.setenv(key, value)
-    for key in CLEARED:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("GEMMACLI_S3_ENDPOINT_URL", s3_server.url)
-    monkeypatch.setenv("GEMMACLI_HOME", str(tmp_path / "home"))
+    point_gemmacli_at(s3_server, monkeypatch, tmp_path / "home")
     bucket = f"models-{uuid.uuid4().hex[:10]}"
     fs = s3_server.fs()
     fs.mkdir(bucket)

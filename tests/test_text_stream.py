@@ -54,7 +54,7 @@ LOGITS = torch.tensor([1.0, 3.0, 2.0, 0.5, -1.0])
 @pytest.mark.parametrize(
     "kw",
     [{"temperature": 0.0}, {"top_k": 1}, {"top_p": 0.01}, {"min_p": 1.0}, {"temperature": 1e-300},
-     {"temperature": 1e-6, "top_p": 0.5}],  # tiny temperatures would overflow logits / temperature
+     {"temperature": 1e-6, "top_p": 0.5}, {"top_p": 5e-324, "min_p": 0.49}],  # tiny values found by fuzzing
 )  # fmt: skip
 def test_settings_that_leave_one_candidate_pick_the_argmax(kw):
     sampler = Sampler(config(seed=0, **kw), torch.tensor([0]), 5, torch.device("cpu"))

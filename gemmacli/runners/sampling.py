@@ -113,4 +113,5 @@ def _top_p(sorted_logits: torch.Tensor, top_p: float) -> torch.Tensor:
         return sorted_logits
     cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
     drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p
+    drop[0] = False  # a top_p below float32's smallest number (5e-324) compares as 0 and would drop it too
     return sorted_logits.masked_fill(drop, float("-inf"))

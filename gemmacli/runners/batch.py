@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gemmacli.runners.kv_cache import appending_cache
 from gemmacli.runners.sampling import Sampler
 
 
@@ -41,7 +42,7 @@ class DecodeBatch:
     def __init__(self, model):
         self.model = model
         self.members: list[Member] = []
-        self.cache = None  # transformers DynamicCache over every member, left-padded
+        self.cache = None  # one KV cache (appending_cache) over every member, left-padded
         self.mask: torch.Tensor | None = None  # (B, T): 1 on real positions, 0 on padding
         self.next_position: torch.Tensor | None = None  # (B, 1)
 
@@ -51,9 +52,7 @@ class DecodeBatch:
     @torch.inference_mode()
     def prefill(self, member: Member, input_ids: torch.Tensor, extra_inputs: dict | None = None) -> int:
         """Run a new sequence's prompt alone (input_ids (1, T)), sample its first token, and join the batch."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
+        cache = appending_cache(self.model.config)
         length = input_ids.shape[1]
         out = self.model(
             input_ids=input_ids,
@@ -88,9 +87,10 @@ class DecodeBatch:
         )
         self.next_position = self.next_position + 1
         logits = out.logits[:, -1, :].float()  # (B, V)
+        best = _argmax_rows(logits, self.members)
         produced = []
         for row, member in enumerate(self.members):
-            token = member.sampler(logits[row])
+            token = best[row] if member.sampler.config.plain_greedy else member.sampler(logits[row])
             member.accept(token)
             produced.append((member, token))
         self._leave([m for m in self.members if m.done])
@@ -128,6 +128,13 @@ class DecodeBatch:
         if unused:
             _trim_cache(self.cache, self.mask.shape[1] - unused)
             self.mask = self.mask[:, unused:]
+
+
+def _argmax_rows(logits: torch.Tensor, members: Sequence[Member]) -> list[int]:
+    """Every row's argmax in one call (a 262k-wide argmax per row costs twice as much) when any member is greedy."""
+    if not any(m.sampler.config.plain_greedy for m in members):
+        return []
+    return logits.argmax(dim=-1).tolist()
 
 
 def _pad_left(mask: torch.Tensor, length: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gemmacli.device import Placement
 from gemmacli.errors import ContextLengthError, GemmacliError, InvalidParamError, UnsupportedInputError
-from gemmacli.runners.lm_head import use_tall_lm_head
+from gemmacli.runners.cpu_linear import pack_linears
 from gemmacli.types import GLOBAL_GEN_DEFAULTS, Completion, Delta, GenParams, Message, TextPart
 
 
@@ -52,7 +52,7 @@ class ChatRunner:
         model = model_class.from_pretrained(path, **placement.from_pretrained_kwargs())
         if not placement.device_map_auto:
             model = model.to(placement.device)
-        use_tall_lm_head(model)  # CPU only: batched decode steps read the 262k-row projection once
+        pack_linears(model)  # CPU only: decode steps stop repacking every weight matrix
         processor = AutoProcessor.from_pretrained(path) if vision else AutoTokenizer.from_pretrained(path)
         return cls(model.eval(), processor, name=name, defaults=defaults, placement=placement)
 

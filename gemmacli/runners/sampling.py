@@ -53,6 +53,11 @@ class SamplingConfig:
         return self.temperature < GREEDY_BELOW or self.top_k == 1
 
     @property
+    def plain_greedy(self) -> bool:
+        """The argmax of the raw logits: what a batch can compute for many rows in one call."""
+        return self.greedy and not self.penalised
+
+    @property
     def penalised(self) -> bool:
         return self.repetition_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
 

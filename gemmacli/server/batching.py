@@ -146,25 +146,32 @@ class EmbedBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, model: str, runner: Any, batch: list[_Pending]) -> None:
+        rows = None
         try:
-            await self._embed_batch(model, runner, batch)
+            rows = await self._embed_batch(model, runner, batch)
         finally:
             self._running[model] -= 1
             if not self._running[model]:
                 del self._running[model]
-                self._flush(model)  # what gathered while this batch ran
+                # What gathered while this batch ran goes to the engine before this batch's answers are
+                # written, so the model works while the event loop encodes and sends them.
+                self._flush(model)
+        if rows is not None:
+            self._deliver(model, batch, rows)
 
-    async def _embed_batch(self, model: str, runner: Any, batch: list[_Pending]) -> None:
+    async def _embed_batch(self, model: str, runner: Any, batch: list[_Pending]) -> dict[str, Row] | None:
         texts = list(dict.fromkeys(text for p in batch for text in p.texts))  # a text asked twice is embedded once
         observe = self.metrics.embed_batch_size.labels(model).observe
         try:
-            rows = await self.engine.call(lambda: _encode(runner, texts, self.max_batch, observe), self.timeout)
+            return await self.engine.call(lambda: _encode(runner, texts, self.max_batch, observe), self.timeout)
         except Exception as exc:  # the batch's failure is each of its requests' failure; the server goes on
             _fail(batch, exc)
-            return
+            return None
         except BaseException:  # cancelled as the loop shuts down: nobody may wait for it forever
             _fail(batch, EngineStopped("the server is shutting down"))
             raise
+
+    def _deliver(self, model: str, batch: list[_Pending], rows: dict[str, Row]) -> None:
         if self.cache.size:
             for text, (vector, tokens) in rows.items():
                 self.cache.put((model, text), (_frozen(vector), tokens))

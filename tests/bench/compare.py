@@ -56,8 +56,10 @@ def main() -> int:
     Console().print(chat_table(reports, args.dtype))
     embed = None
     if not args.skip_embeddings:
-        with server(gemmacli_command([embed_dir], "auto", 64), "gemmacli serve (embeddings)") as url:
-            embed = compare_embeddings(url, embed_dir, concurrency=16, sentences=args.embed_sentences)
+        embed_server = server(gemmacli_command([embed_dir], "auto", 64), "gemmacli serve (embeddings)")
+        with embed_server as url:
+            embed = compare_embeddings(url, embed_dir, concurrency=16, sentences=args.embed_sentences,
+                                       server_pid=embed_server.process.pid)  # fmt: skip
         Console().print(embed_table(embed))
     if args.json:
         Path(args.json).write_text(json.dumps(to_json(args, reports, embed), indent=1))
@@ -73,7 +75,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--requests", type=int, help="per level (default: max(4 x concurrency, 16))")
-    p.add_argument("--embed-sentences", type=int, default=1024)
+    p.add_argument("--embed-sentences", type=int, default=2048)
     p.add_argument("--skip-peer", action="store_true", help="measure gemmacli alone")
     p.add_argument("--skip-embeddings", action="store_true")
     p.add_argument("--json", help="also write every number to this file")
@@ -206,13 +208,16 @@ def verdict(level, theirs, ratio: float | None) -> str:
 
 
 def embed_table(result: EmbedComparison) -> Table:
-    table = Table(title=f"embeddings, {result.model}: {result.sentences} sentences", title_justify="left")
-    for head in ("how", "sentences/s", "ratio", "target"):
+    title = f"embeddings, {result.model}: {result.sentences} sentences in {result.rounds} alternating rounds (medians)"
+    table = Table(title=title, title_justify="left")
+    for head in ("how", "sentences/s", "CPU ms / sentence", "ratio", "target"):
         table.add_column(head, justify="right")
-    table.add_row(f"in process, encode batch {result.batch}", f"{result.in_process:.0f}", "", "")
-    ratio = result.served / result.in_process
+    table.add_row(f"in process, encode batch {result.batch}", f"{result.in_process:.0f}",
+                  f"{result.cpu_in_process:.1f}", "", "")  # fmt: skip
+    server_cpu = "?" if result.cpu_server is None else f"{result.cpu_server:.1f}"
     table.add_row(f"gemmacli serve, {result.concurrency} clients, 1 sentence each", f"{result.served:.0f}",
-                  f"{ratio:.2f}x", "[green]met[/]" if ratio >= 0.8 else "[red]missed[/]")  # fmt: skip
+                  f"{server_cpu} server + {result.cpu_client:.1f} client", f"{result.ratio:.2f}x",
+                  "[green]met[/]" if result.ratio >= 0.8 else "[red]missed[/]")  # fmt: skip
     return table
 
 

@@ -2,13 +2,21 @@
 
 Each client sends one sentence per request, the hardest case for a server: throughput then depends on
 the server gathering concurrent requests into one model call. Sentences are all different, so the
-server's cache of recent inputs never answers for the model.
+server's cache of recent inputs never answers for the model. Requests ask for base64 vectors, which
+is what the official openai client sends unless told otherwise.
+
+The two sides take turns, a slice of the sentences each, and the ratio is the median of the rounds'
+ratios: on a shared or throttled machine the speed drifts by tens of percent within a minute, and
+measuring the two sides minutes apart would compare the drift.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +32,51 @@ class EmbedComparison:
     sentences: int
     batch: int  # in-process encode batch size
     concurrency: int  # HTTP clients
-    in_process: float  # sentences/s
-    served: float  # sentences/s
+    rounds: int
+    in_process: float  # sentences/s, median over the rounds
+    served: float  # sentences/s, median over the rounds
+    ratio: float  # median of each round's served / in_process
+    # CPU time per sentence (ms, medians), every thread counted: where the served case's cores went
+    cpu_in_process: float
+    cpu_server: float | None  # None without the server's pid
+    cpu_client: float
 
 
-def compare_embeddings(url: str, folder: Path, *, concurrency: int = 16, sentences: int = 1024, batch: int = 32):
+def compare_embeddings(
+    url: str, folder: Path, *, concurrency: int = 16, sentences: int = 2048, batch: int = 32, rounds: int = 4,
+    server_pid: int | None = None,
+) -> EmbedComparison:  # fmt: skip
     texts = make_sentences(sentences)
     model = asyncio.run(first_model(url))
-    asyncio.run(serve_rate(url, model, texts[:concurrency], concurrency))  # warm-up, not counted
-    served = asyncio.run(serve_rate(url, model, texts, concurrency))
-    in_process = encode_rate(folder, texts, batch)
-    return EmbedComparison(model, sentences, batch, concurrency, in_process, served)
+    runner = load_runner(folder)
+    runner.embed(texts[:batch], batch_size=batch)  # warm-ups, not counted
+    asyncio.run(serve_rate(url, model, texts[:concurrency], concurrency))
+    local, served, cpu = [], [], {"in_process": [], "server": [], "client": []}
+    for i in range(rounds):
+        chunk = texts[i * sentences // rounds : (i + 1) * sentences // rounds]
+        with cpu_ms_per(len(chunk), cpu["in_process"]):
+            local.append(encode_rate(runner, chunk, batch))
+        with cpu_ms_per(len(chunk), cpu["client"]), cpu_ms_per(len(chunk), cpu["server"], server_pid):
+            served.append(asyncio.run(serve_rate(url, model, chunk, concurrency)))
+    median = statistics.median
+    ratio = median(s / p for s, p in zip(served, local, strict=True))
+    return EmbedComparison(model, sentences, batch, concurrency, rounds, median(local), median(served), ratio,
+                           median(cpu["in_process"]), median(cpu["server"]) if server_pid else None,
+                           median(cpu["client"]))  # fmt: skip
+
+
+@contextlib.contextmanager
+def cpu_ms_per(count: int, into: list[float], pid: int | None = None):
+    """Append the CPU milliseconds per item that this process (or process `pid`) spends inside the block."""
+    clock = time.process_time if pid is None else lambda: _process_cpu_seconds(pid)
+    start = clock()
+    yield
+    into.append((clock() - start) * 1000 / count)
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, all threads
 
 
 def make_sentences(count: int, seed: int = 0) -> list[str]:
@@ -55,7 +97,8 @@ async def serve_rate(url: str, model: str, texts: list[str], concurrency: int) -
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         for text in queue:  # shared iterator: no await between taking a sentence and sending it
-            r = await client.post("/v1/embeddings", json={"model": model, "input": text})
+            body = {"model": model, "input": text, "encoding_format": "base64"}
+            r = await client.post("/v1/embeddings", json=body)
             if r.status_code != 200:
                 raise SystemExit(f"error: embeddings request failed: HTTP {r.status_code} {r.text[:200]}")
 
@@ -65,13 +108,15 @@ async def serve_rate(url: str, model: str, texts: list[str], concurrency: int) -
         return len(texts) / (time.perf_counter() - start)
 
 
-def encode_rate(folder: Path, texts: list[str], batch: int) -> float:
-    """The same sentences through EmbedRunner in this process, `batch` at a time (after one warm-up batch)."""
+def load_runner(folder: Path):
     from gemmacli.device import placement
     from gemmacli.runners.embed import EmbedRunner
 
-    runner = EmbedRunner.load(folder, placement("cpu", "auto"), name=folder.name)
-    runner.embed(texts[:batch], batch_size=batch)
+    return EmbedRunner.load(folder, placement("cpu", "auto"), name=folder.name)
+
+
+def encode_rate(runner, texts: list[str], batch: int) -> float:
+    """The same sentences through EmbedRunner in this process, `batch` at a time."""
     start = time.perf_counter()
     runner.embed(texts, batch_size=batch)
     return len(texts) / (time.perf_counter() - start)

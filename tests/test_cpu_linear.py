@@ -27,6 +27,18 @@ def test_bfloat16_stays_bfloat16():
     torch.testing.assert_close(got.float(), linear(x).float(), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_widened_bfloat16_gives_bfloat16_arithmetic(bias):
+    """bf16 operands, float32 products and sums, a bf16 result: what a bf16 product computes, at fp32 speed."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 1000, bias=bias).to(torch.bfloat16)
+    x = torch.randn(8, 256).to(torch.bfloat16)
+    got = PackedLinear(linear, widen=True)(x)
+    exact = torch.nn.functional.linear(x.double(), linear.weight.double(), None if not bias else linear.bias.double())
+    assert got.dtype == torch.bfloat16 and PackedLinear(linear, widen=True).packed.dtype == torch.float32
+    torch.testing.assert_close(got.double(), exact.to(torch.bfloat16).double(), rtol=2**-7, atol=1e-6)
+
+
 def test_loading_packs_every_linear_and_keeps_the_embeddings(chat_runner):
     model = chat_runner.model
     assert not any(type(m) is torch.nn.Linear for m in model.modules())

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gemmacli.device import Placement
+from gemmacli.device import Placement, cpu_has_native_bf16
 from gemmacli.errors import ContextLengthError, GemmacliError, InvalidParamError, UnsupportedInputError
 from gemmacli.runners.cpu_linear import pack_linears
 from gemmacli.types import GLOBAL_GEN_DEFAULTS, Completion, Delta, GenParams, Message, TextPart
@@ -52,7 +52,8 @@ class ChatRunner:
         model = model_class.from_pretrained(path, **placement.from_pretrained_kwargs())
         if not placement.device_map_auto:
             model = model.to(placement.device)
-        pack_linears(model)  # CPU only: decode steps stop repacking every weight matrix
+        # CPU only: decode steps stop repacking every weight matrix; bf16 without bf16 instructions computes in fp32
+        pack_linears(model, widen_bf16=not cpu_has_native_bf16())
         processor = AutoProcessor.from_pretrained(path) if vision else AutoTokenizer.from_pretrained(path)
         return cls(model.eval(), processor, name=name, defaults=defaults, placement=placement)
 

@@ -94,3 +94,11 @@ def check_openai_error(response, status: int, *, param=_UNSET, code=_UNSET, type
         if expected is not _UNSET:
             assert error[name] == expected, error
     return error
+
+
+def sse_events(body: bytes) -> list[bytes]:
+    """The payloads of `data: ...` events, checking the framing on the way."""
+    assert body.endswith(b"\n\n")
+    events = body[:-2].split(b"\n\n")
+    assert all(e.startswith(b"data: ") for e in events), events
+    return [e.removeprefix(b"data: ") for e in events]

@@ -1,9 +1,10 @@
 """Side by side on this machine: `gemmacli serve` against `transformers serve --continuous-batching`.
 
-One run starts each server in turn on the same gemma-3-270m folder and dtype, loads it with the same
-`gemmacli bench --url` workload (seeded prompts, streamed, closed loop at each concurrency), and prints
-both with the ratios. Then embeddings: `gemmacli serve` at 16 concurrent clients against the same
-model's in-process batched encode.
+One run starts both servers on the same gemma-3-270m folder and dtype and loads them in turns, one
+concurrency at a time, with the same `gemmacli bench --url` workload (seeded prompts, streamed, closed
+loop), then prints both with the ratios; the idle one waits while the other is measured, so a drift in
+the machine's speed falls on both sides of each ratio. Then embeddings: `gemmacli serve` at 16
+concurrent clients against the same model's in-process batched encode.
 
     pip install 'transformers[serving]'          # the peer
     python tests/bench/compare.py                # bf16, concurrency 1,8,32, 64 output tokens
@@ -15,6 +16,8 @@ Ratios only mean something from one quiet run: both servers see the same machine
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -47,20 +50,21 @@ def main() -> int:
     )
     config = dict(concurrency=tuple(args.concurrency), max_tokens=args.max_tokens, prompt_tokens=args.prompt_tokens,
                   requests=args.requests, warmup=2, timeout=900.0)  # fmt: skip
-    reports: dict[str, LoadReport] = {}
+    servers = {"gemmacli serve": (gemmacli_command([chat_dir], args.dtype, max(args.concurrency)), None)}
     if not args.skip_peer:
-        with server(peer_command(chat_dir, args.dtype), "transformers serve") as url:
-            reports["transformers serve"] = measure(url, str(chat_dir), config)
-    with server(gemmacli_command([chat_dir], args.dtype, max(args.concurrency)), "gemmacli serve") as url:
-        reports["gemmacli serve"] = measure(url, None, config)
-    Console().print(chat_table(reports, args.dtype))
+        servers = {"transformers serve": (peer_command(chat_dir, args.dtype), str(chat_dir)), **servers}
+    with contextlib.ExitStack() as running:
+        urls = {name: running.enter_context(server(command, name)) for name, (command, _) in servers.items()}
+        reports = measure_in_turns(urls, {name: model for name, (_, model) in servers.items()}, config)
+    out = Console(width=None if sys.stdout.isatty() else 130)  # redirected to a file: tables stay readable
+    out.print(chat_table(reports, args.dtype))
     embed = None
     if not args.skip_embeddings:
         embed_server = server(gemmacli_command([embed_dir], "auto", 64), "gemmacli serve (embeddings)")
         with embed_server as url:
             embed = compare_embeddings(url, embed_dir, concurrency=16, sentences=args.embed_sentences,
                                        server_pid=embed_server.process.pid)  # fmt: skip
-        Console().print(embed_table(embed))
+        out.print(embed_table(embed))
     if args.json:
         Path(args.json).write_text(json.dumps(to_json(args, reports, embed), indent=1))
     return 0
@@ -152,6 +156,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def measure_in_turns(urls: dict[str, str], models: dict[str, str | None], config: dict) -> dict[str, LoadReport]:
+    """Every server at one concurrency, then every server at the next: the servers wait side by side, idle
+    while the other is measured, so a drift in the machine's speed lands on both sides of each ratio."""
+    levels: dict[str, list[LoadReport]] = {name: [] for name in urls}
+    for concurrency in config["concurrency"]:
+        for name, url in urls.items():
+            levels[name].append(measure(url, models[name], {**config, "concurrency": (concurrency,)}))
+    return {name: merged(runs, config["concurrency"]) for name, runs in levels.items()}
+
+
+def merged(runs: list[LoadReport], concurrency: tuple[int, ...]) -> LoadReport:
+    config = dataclasses.replace(runs[0].config, concurrency=concurrency)
+    return dataclasses.replace(runs[0], config=config, results=tuple(r for run in runs for r in run.results))
+
+
 def measure(url: str, model: str | None, config: dict) -> LoadReport:
     with console.status(f"loading {url}…"):
         try:
@@ -183,7 +202,8 @@ def chat_table(reports: dict[str, LoadReport], dtype: str) -> Table:
         table.add_row(str(level.concurrency), "[b]gemmacli[/]", *numbers(level),
                       f"{ratio:.2f}x" if ratio else "–", verdict(level, theirs, ratio), end_section=True)  # fmt: skip
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    table.caption = (f"servers: transformers serve --continuous-batching and gemmacli serve, one after the other;\n"
+    table.caption = (f"servers: transformers serve --continuous-batching and gemmacli serve, side by side,\n"
+                     f"measured in turns at each concurrency;\n"
                      f"ratio: gemmacli output tok/s / the peer's; load average now {load}")  # fmt: skip
     return table
 

@@ -20,14 +20,7 @@ class AppendingLayer(DynamicLayer):
     """A full-attention layer (keeps every position)."""
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-            self.backing = (None, None)
-        (self.keys, key_buffer), (self.values, value_buffer) = (
-            append(self.keys, key_states, self.backing[0]),
-            append(self.values, value_states, self.backing[1]),
-        )
-        self.backing = (key_buffer, value_buffer)
+        self.keys, self.values = _append_states(self, key_states, value_states)
         return self.keys, self.values
 
 
@@ -37,15 +30,8 @@ class AppendingSlidingLayer(DynamicSlidingWindowLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if self.record_past:  # speculative decoding's bookkeeping: not used here, keep transformers' behaviour
             return super().update(key_states, value_states, *args, **kwargs)
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-            self.backing = (None, None)
+        keys, values = _append_states(self, key_states, value_states)
         self.cumulative_length += key_states.shape[-2]
-        (keys, key_buffer), (values, value_buffer) = (
-            append(self.keys, key_states, self.backing[0]),
-            append(self.values, value_states, self.backing[1]),
-        )
-        self.backing = (key_buffer, value_buffer)
         self.keys, self.values = keys[:, :, -self.sliding_window + 1 :, :], values[:, :, -self.sliding_window + 1 :, :]
         return keys, values
 
@@ -59,6 +45,19 @@ def appending_cache(config) -> DynamicCache:
         elif type(layer) is DynamicSlidingWindowLayer:
             cache.layers[i] = AppendingSlidingLayer(sliding_window=layer.sliding_window)
     return cache
+
+
+def _append_states(layer: DynamicLayer, key_states: torch.Tensor, value_states: torch.Tensor):
+    """The layer's keys and values followed by the new states; the layer keeps the buffers holding them."""
+    if not layer.is_initialized:
+        layer.lazy_initialization(key_states, value_states)
+        layer.backing = (None, None)
+    (keys, key_buffer), (values, value_buffer) = (
+        append(layer.keys, key_states, layer.backing[0]),
+        append(layer.values, value_states, layer.backing[1]),
+    )
+    layer.backing = (key_buffer, value_buffer)
+    return keys, values
 
 
 def append(stored: torch.Tensor, new: torch.Tensor, buffer: torch.Tensor | None):

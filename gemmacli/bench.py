@@ -3,7 +3,7 @@ of `gemmacli bench --url`, which loads a server over HTTP (gemmacli.loadgen driv
 
 Measurement and rendering are apart: `run_bench` drives a `LoadSource` and returns dataclasses, the CLI
 draws them. A source runs one batch of prompts and says how long the first step and the rest took;
-`InProcessSource` times `ChatRunner.decode_batch` (the batched loop the CLI and server run). A server is
+`InProcessSource` times the chat runner's decoder (the one the CLI and the server's engine drive). A server is
 measured per request instead (TTFT, TPOT, ITL under a given concurrency or arrival rate, as vLLM's
 benchmark_serving does), so the HTTP load generator has its own results below, built from the same prompts.
 """
@@ -281,7 +281,8 @@ def summarize_level(level: Level, results: Sequence[RequestResult], duration: fl
 
 
 class InProcessSource:
-    """Times `ChatRunner.decode_batch` in this process: the same decode loop `gemmacli chat` runs."""
+    """Times the runner's decoder in this process: the same decoder `gemmacli chat` and the server drive.
+    Its first step prefills every prompt (each sequence's first token); each later step is one decode step."""
 
     def __init__(self, runner: ChatRunner):
         self.runner = runner
@@ -298,20 +299,23 @@ class InProcessSource:
         return cls(runner), time.perf_counter() - started
 
     def run(self, prompts: Sequence[str], max_tokens: int) -> Run:
-        prompt_tokens = sum(len(ids) for ids in self.runner.tokenizer(list(prompts))["input_ids"])
+        runner, decoder = self.runner, self.runner.decoder
+        encoded = [runner.encode_text(p) for p in prompts]
         params = GenParams(max_tokens=max_tokens, temperature=0.0)
         self._sync()
         start, stamps = time.perf_counter(), []
-        steps = self.runner.decode_batch(prompts, params)
+        seqs = [decoder.insert(prompt, params) for prompt in encoded]
         try:
-            for step in steps:
+            while not all(seq.done for seq in seqs):
+                before = sum(len(seq.tokens) for seq in seqs)
+                decoder.step()
                 self._sync()
-                stamps.append((time.perf_counter(), sum(token is not None for token in step)))
-                if len(stamps) == max_tokens:
-                    break  # resuming would run one more forward pass whose logits nobody samples
+                stamps.append((time.perf_counter(), sum(len(seq.tokens) for seq in seqs) - before))
         finally:
-            steps.close()
-        return run_from_steps(prompt_tokens, start, stamps)
+            for seq in seqs:
+                decoder.cancel(seq)
+            decoder.step()  # reports the ends; no forward pass, as no sequence is left
+        return run_from_steps(sum(p.length for p in encoded), start, stamps)
 
     def reset_peak_memory(self) -> None:
         if self.cuda:

@@ -12,8 +12,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image
 
-Task = Literal["chat", "embed", "transcribe"]
-TASKS: tuple[Task, ...] = ("chat", "embed", "transcribe")
+Task = Literal["chat", "embed", "transcribe"]  # the keys of gemmacli.runners.RUNNERS
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -68,6 +67,7 @@ class GenParams:
     presence_penalty: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, value added to its logit), OpenAI's logit_bias
 
     def with_defaults(self, *defaults: GenParams) -> GenParams:
         """Fill every unset field from the first of `defaults` that sets it (request > model > global)."""

@@ -59,7 +59,7 @@ def whisper_dir(catalog, paths) -> Path:
 
 @pytest.fixture(scope="session")
 def vision_dir(gemma_dir, paths) -> Path:
-    from testkit import ensure_tiny_gemma3_vision
+    from support.testkit import ensure_tiny_gemma3_vision
 
     return ensure_tiny_gemma3_vision(paths.home / "testkit" / "tiny-gemma3-vision", gemma_dir)
 
@@ -123,28 +123,30 @@ def audio() -> Path:
 
 
 @pytest.fixture(scope="session")
-def registry(chat_runner, vision_runner, embed_runner, transcribe_runner):
-    from gemmacli.server.registry import Registry, ServedModel
+def served(chat_runner, vision_runner, embed_runner, transcribe_runner):
+    """The demo runners as an app's loaded models: fresh records (and statistics) for each app."""
+    from gemmacli.server.loaded import LoadedModel
 
-    return Registry(
-        [
-            ServedModel("gemma-3-270m", "chat", chat_runner, aliases=("google/gemma-3-270m", "gemma3:270m")),
-            ServedModel("tiny-gemma3-vision", "chat", vision_runner),
-            ServedModel("all-minilm-l6-v2", "embed", embed_runner),
-            ServedModel("whisper-tiny.en", "transcribe", transcribe_runner),
+    def models() -> list[LoadedModel]:
+        return [
+            LoadedModel("gemma-3-270m", chat_runner, aliases=("google/gemma-3-270m", "gemma3:270m")),
+            LoadedModel("tiny-gemma3-vision", vision_runner),
+            LoadedModel("all-minilm-l6-v2", embed_runner),
+            LoadedModel("whisper-tiny.en", transcribe_runner),
         ]
-    )
+
+    return models
 
 
 @pytest.fixture(scope="session")
-def server(registry):
+def server(served):
     """The real app on the demo models, served by uvicorn; yields its base URL."""
-    from liveserver import LiveServer
+    from support.liveserver import LiveServer
 
     from gemmacli.server import create_app
     from gemmacli.server.settings import ServerSettings
 
-    with LiveServer(create_app(registry, ServerSettings(max_batch=4))) as live:
+    with LiveServer(create_app(ServerSettings(max_batch=4), models=served())) as live:
         yield live.url
 
 

@@ -1,6 +1,6 @@
 """Who may call the server: CORS only for the origins given, keys from flags and a key file, /metrics
 behind the key on request, and no spelling of a path, Host header or absolute URI that turns a protected
-route public (the CVE-2026-48746 class). Placeholder runners behind the registry: no model runs here."""
+route public (the CVE-2026-48746 class). Placeholder runners behind the model manager: no model runs here."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import logging
 import socket
 
 import pytest
-from helpers import check_openai_error
 from litestar.testing import TestClient
-from liveserver import LiveServer
+from support.fakes import FakeRunner
+from support.helpers import check_openai_error
+from support.liveserver import LiveServer
 
 from gemmacli.errors import GemmacliError
 from gemmacli.server import create_app
+from gemmacli.server.loaded import LoadedModel
 from gemmacli.server.logs import JsonFormatter
-from gemmacli.server.registry import Registry, ServedModel
 from gemmacli.server.settings import ServerSettings
 
 KEY = "sk-test-0123456789"
@@ -24,14 +25,13 @@ APP = "https://app.example.com"
 EVIL = "https://evil.example.net"
 
 
-class FakeEmbedRunner:
-    dimensions = 8
+class FakeEmbedRunner(FakeRunner):
+    task, dimensions = "embed", 8
 
 
 def make_app(**settings):
-    registry = Registry([ServedModel("chat-model", "chat", object()), ServedModel("embed-model", "embed",
-                                                                                   FakeEmbedRunner())])  # fmt: skip
-    return create_app(registry, ServerSettings(**settings))
+    models = [LoadedModel("chat-model", FakeRunner("chat")), LoadedModel("embed-model", FakeEmbedRunner())]
+    return create_app(ServerSettings(**settings), models=models)
 
 
 def client(**settings) -> TestClient:

@@ -11,14 +11,15 @@ import threading
 import httpx
 import numpy as np
 import pytest
-from helpers import check_openai_error
 from litestar.testing import TestClient
-from liveserver import LiveServer
+from support.fakes import FakeRunner
+from support.helpers import check_openai_error
+from support.liveserver import LiveServer
 from typer.testing import CliRunner
 
 from gemmacli.cli import app as cli
 from gemmacli.server import create_app
-from gemmacli.server.registry import Registry, ServedModel
+from gemmacli.server.loaded import LoadedModel
 from gemmacli.server.settings import ServerSettings
 from gemmacli.types import Embeddings
 
@@ -26,12 +27,13 @@ KEY = "admin-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-class GatedEmbedRunner:
+class GatedEmbedRunner(FakeRunner):
     """Embeds only once `gate` is set, so the request holding it is in flight as long as the test wants."""
 
-    dimensions = 4
+    task, dimensions = "embed", 4
 
     def __init__(self):
+        super().__init__()
         self.gate, self.entered = threading.Event(), threading.Event()
 
     def embed(self, texts):
@@ -41,9 +43,11 @@ class GatedEmbedRunner:
 
 
 def make_app(runner=None, **settings):
-    registry = Registry([ServedModel("gated", "embed", runner or GatedEmbedRunner(), aliases=("org/gated",)),
-                         ServedModel("chat-model", "chat", object())])  # fmt: skip
-    return create_app(registry, ServerSettings(**settings))
+    models = [
+        LoadedModel("gated", runner or GatedEmbedRunner(), aliases=("org/gated",)),
+        LoadedModel("chat-model", FakeRunner("chat")),
+    ]
+    return create_app(ServerSettings(**settings), models=models)
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/admin/stats"), ("POST", "/admin/load/gated"),

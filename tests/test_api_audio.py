@@ -8,8 +8,8 @@ import re
 
 import openai
 import pytest
-from helpers import check_openai_error, word_error_rate
 from litestar.datastructures import UploadFile
+from support.helpers import check_openai_error, word_error_rate
 
 from gemmacli.errors import InvalidParamError
 from gemmacli.server.schema.audio import TranscriptionForm, TranslationForm

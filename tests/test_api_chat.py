@@ -8,7 +8,7 @@ import json
 
 import openai
 import pytest
-from helpers import check_openai_error, sse_events
+from support.helpers import check_openai_error, sse_events
 
 from gemmacli.media import load_image
 from gemmacli.types import GenParams, Message, TextPart
@@ -198,7 +198,7 @@ ERRORS = {
     "logprobs": (_chat(logprobs=True), 400, "logprobs"),
     "tools": (_chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
     "json mode": (_chat(response_format={"type": "json_object"}), 400, "response_format"),
-    "logit_bias": (_chat(logit_bias={"42": 5}), 400, "logit_bias"),
+    "logit_bias token outside the vocabulary": (_chat(logit_bias={"999999999": 5}), 400, "logit_bias"),
     "empty messages": (_chat(messages=[]), 400, "messages"),
     "missing model": ({"messages": USER}, 400, "model"),
     "tool role": (_chat(messages=[{"role": "tool", "content": "x"}]), 400, "messages[0].role"),

@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from helpers import check_openai_error, sse_events
+from support.helpers import check_openai_error, sse_events
 
 from gemmacli.types import GenParams
 
@@ -22,14 +22,14 @@ USER = [{"role": "user", "content": "Name three colours."}]
 
 
 @contextlib.contextmanager
-def live_app(registry, settings):
+def live_app(served, settings):
     """Another app over the same runners, for settings the session server does not have. Only use it
     while the session server is idle: the runners are not thread-safe."""
-    from liveserver import LiveServer
+    from support.liveserver import LiveServer
 
     from gemmacli.server import create_app
 
-    app = create_app(registry, settings)
+    app = create_app(settings, models=served())
     with LiveServer(app) as live:
         yield live.url, app.state["services"]
 
@@ -62,11 +62,11 @@ LONG = {"model": MODEL, "messages": [{"role": "user", "content": "Write a very l
 
 
 @pytest.fixture(scope="module")
-def small_server(registry):
+def small_server(served):
     """One request at a time, nobody waiting: the second concurrent request gets 429."""
     from gemmacli.server.settings import ServerSettings
 
-    with live_app(registry, ServerSettings(max_batch=1, max_queue=0)) as served:
+    with live_app(served, ServerSettings(max_batch=1, max_queue=0)) as served:
         yield served
 
 
@@ -118,10 +118,10 @@ def test_queue_full_is_a_429_with_retry_after_before_any_byte(small_server):
         )
 
 
-def test_timeout_mid_stream_is_one_error_event_then_the_end(registry):
+def test_timeout_mid_stream_is_one_error_event_then_the_end(served):
     from gemmacli.server.settings import ServerSettings
 
-    with live_app(registry, ServerSettings(request_timeout=1.5)) as (url, services):
+    with live_app(served, ServerSettings(request_timeout=1.5)) as (url, services):
         with httpx.stream("POST", f"{url}/v1/chat/completions", json={**LONG, "stream": True}, timeout=60) as r:
             if r.status_code != 200:  # the first token itself took longer than 1.5 s (a very busy machine)
                 pytest.skip(f"no first token within the timeout: {r.status_code}")
@@ -151,20 +151,20 @@ def test_cli_and_server_give_the_same_greedy_text(openai_client, gemma_dir):
 
 
 @pytest.mark.slow
-def test_concurrent_requests_decode_in_one_batch_and_match_alone(registry, chat_runner):
+def test_concurrent_requests_decode_in_one_batch_and_match_alone(served, chat_runner):
     """Requests to one model share a batch: each gets the greedy text it would get alone."""
     import asyncio
 
     import torch
 
-    from gemmacli.runners.generation import ChatBatch
+    from gemmacli.runners.decoder import Decoder
     from gemmacli.server.settings import ServerSettings
 
     sizes: list[int] = []
-    original = ChatBatch.step
+    original = Decoder.step
 
     def spying(self):
-        sizes.append(len(self))
+        sizes.append(len(self.running))
         return original(self)
 
     prompts = ["Monday, Tuesday, Wednesday,", "One, two, three,", "The capital of France is", "Red, green,"]
@@ -177,8 +177,8 @@ def test_concurrent_requests_decode_in_one_batch_and_match_alone(registry, chat_
         return [r.json()["choices"][0]["text"] for r in replies]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ChatBatch, "step", spying)
-        with live_app(registry, ServerSettings(max_batch=4)) as (url, _):
+        patch.setattr(Decoder, "step", spying)
+        with live_app(served, ServerSettings(max_batch=4)) as (url, _):
             texts = asyncio.run(together(url))
     if chat_runner.model.dtype == torch.float32:
         assert texts == alone

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import check_openai_error
+from support.helpers import check_openai_error
 from typer.testing import CliRunner
 
 from gemmacli.cli import app

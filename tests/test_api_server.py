@@ -1,30 +1,32 @@
 """The server around the endpoints: health, models, metrics, auth, request ids, body limits, error shape.
 
-These use placeholder runners behind the registry: no model runs here.
+These use placeholder runners behind the model manager: no model runs here.
 """
 
 from __future__ import annotations
 
 import pytest
-from helpers import check_openai_error
 from litestar.testing import TestClient
+from support.fakes import FakeRunner
+from support.helpers import check_openai_error
 
 from gemmacli.server import create_app
-from gemmacli.server.registry import Registry, ServedModel
+from gemmacli.server.loaded import LoadedModel
 from gemmacli.server.settings import ServerSettings
 
 
-class FakeEmbedRunner:
-    dimensions = 8
+class FakeEmbedRunner(FakeRunner):
+    task, dimensions = "embed", 8
 
 
 def make_client(*, ready: bool = True, **settings) -> TestClient:
-    registry = Registry(
-        [ServedModel("chat-model", "chat", object(), aliases=("org/chat-model",)),
-         ServedModel("embed-model", "embed", FakeEmbedRunner())],
-        ready=ready,
-    )  # fmt: skip
-    return TestClient(create_app(registry, ServerSettings(**settings)))
+    models = [
+        LoadedModel("chat-model", FakeRunner("chat"), aliases=("org/chat-model",)),
+        LoadedModel("embed-model", FakeEmbedRunner()),
+    ]
+    client = TestClient(create_app(ServerSettings(**settings), models=models))
+    client.app.state["services"].models.ready = ready
+    return client
 
 
 def assert_error(response, status: int, code: str | None = None, param: str | None = None) -> dict:
@@ -35,13 +37,13 @@ def assert_error(response, status: int, code: str | None = None, param: str | No
 def test_health_is_503_until_ready_then_200():
     with make_client(ready=False) as client:
         assert client.get("/health").status_code == 503
-        client.app.state["services"].registry.ready = True
+        client.app.state["services"].models.ready = True
         assert client.get("/health").json() == {"status": "ok", "models": ["chat-model", "embed-model"]}
 
 
 def test_health_reports_a_loading_failure():
     with make_client(ready=False) as client:
-        client.app.state["services"].registry.failure = "out of memory"
+        client.app.state["services"].models.failure = "out of memory"
         assert client.get("/health").json() == {"status": "failed", "error": "out of memory"}
 
 
@@ -133,7 +135,7 @@ def test_bad_setting_values_are_one_clear_error():
         ServerSettings.load({}, environ={"GEMMACLI_WARMUP": "perhaps"})
 
 
-class BrokenChatRunner:
+class BrokenChatRunner(FakeRunner):
     """Fails the way a bug would, with a path in its message that must not reach the client."""
 
     def encode_chat(self, messages):
@@ -143,8 +145,7 @@ class BrokenChatRunner:
 
 
 def test_a_runner_bug_is_a_500_without_internals_and_the_server_keeps_serving():
-    registry = Registry([ServedModel("broken", "chat", BrokenChatRunner())])
-    with TestClient(create_app(registry, ServerSettings())) as client:
+    with TestClient(create_app(ServerSettings(), models=[LoadedModel("broken", BrokenChatRunner())])) as client:
         body = {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}
         response = client.post("/v1/chat/completions", json=body, headers={"X-Request-Id": "req-500"})
         error = assert_error(response, 500, code="internal_error")

@@ -6,7 +6,7 @@ shape and `param`, then that the server still answers; a real transcription clos
 from __future__ import annotations
 
 import pytest
-from badinput import (
+from support.badinput import (
     EMBED,
     LIMITS,
     WHISPER,
@@ -18,15 +18,15 @@ from badinput import (
     sound,
     wav_claiming_rate,
 )
-from helpers import AUDIO_DIR
+from support.helpers import AUDIO_DIR
 
 pytestmark = pytest.mark.slow
 FOX = (AUDIO_DIR / "quick_brown_fox.wav").read_bytes()
 
 
 @pytest.fixture(scope="module")
-def client(registry):
-    with small_app(registry) as client:
+def client(served):
+    with small_app(served) as client:
         yield client
 
 

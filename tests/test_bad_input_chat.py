@@ -5,7 +5,7 @@ model names. Each case checks the status, OpenAI's error shape with its `param`,
 from __future__ import annotations
 
 import pytest
-from badinput import CHAT, LIMITS, chats, expect, small_app, still_serving
+from support.badinput import CHAT, LIMITS, chats, expect, small_app, still_serving
 
 pytestmark = pytest.mark.slow
 USER = [{"role": "user", "content": "Hi"}]
@@ -13,8 +13,8 @@ TEXT_LIMIT = LIMITS["max_text_chars"]
 
 
 @pytest.fixture(scope="module")
-def client(registry):
-    with small_app(registry) as client:
+def client(served):
+    with small_app(served) as client:
         yield client
 
 

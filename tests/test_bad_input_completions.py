@@ -5,7 +5,7 @@ Each case checks the status, OpenAI's error shape and `param`, then that the ser
 from __future__ import annotations
 
 import pytest
-from badinput import CHAT, LIMITS, expect, small_app, still_serving
+from support.badinput import CHAT, LIMITS, expect, small_app, still_serving
 
 pytestmark = pytest.mark.slow
 TEXT_LIMIT = LIMITS["max_text_chars"]
@@ -13,8 +13,8 @@ ABSENT = object()
 
 
 @pytest.fixture(scope="module")
-def client(registry):
-    with small_app(registry) as client:
+def client(served):
+    with small_app(served) as client:
         yield client
 
 

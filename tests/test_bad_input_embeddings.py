@@ -5,7 +5,7 @@ dimensions and model names. Each case checks the status, OpenAI's error shape an
 from __future__ import annotations
 
 import pytest
-from badinput import CHAT, EMBED, LIMITS, embeds, expect, small_app
+from support.badinput import CHAT, EMBED, LIMITS, embeds, expect, small_app
 
 pytestmark = pytest.mark.slow
 TEXT_LIMIT, INPUTS = LIMITS["max_text_chars"], LIMITS["max_inputs"]
@@ -14,8 +14,8 @@ ABSENT = object()
 
 
 @pytest.fixture(scope="module")
-def client(registry):
-    with small_app(registry) as client:
+def client(served):
+    with small_app(served) as client:
         yield client
 
 

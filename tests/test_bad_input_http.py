@@ -5,7 +5,7 @@ error shape and that a valid request right after still succeeds."""
 from __future__ import annotations
 
 import pytest
-from badinput import CHAT, EMBED, KEY, LIMITS, embeds, expect, small_app
+from support.badinput import CHAT, EMBED, KEY, LIMITS, embeds, expect, small_app
 
 pytestmark = pytest.mark.slow
 ENDPOINTS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
@@ -18,8 +18,8 @@ JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def client(registry):
-    with small_app(registry) as client:
+def client(served):
+    with small_app(served) as client:
         yield client
 
 

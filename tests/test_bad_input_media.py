@@ -5,7 +5,7 @@ OpenAI's error shape with the part's `param`, then that the server still answers
 from __future__ import annotations
 
 import pytest
-from badinput import (
+from support.badinput import (
     CHAT,
     LIMITS,
     VISION,
@@ -29,8 +29,8 @@ AUDIO_URL = "messages[0].content[0].audio_url"
 
 
 @pytest.fixture(scope="module")
-def client(registry):
-    with small_app(registry) as client:
+def client(served):
+    with small_app(served) as client:
         yield client
 
 

@@ -1,21 +1,18 @@
 """Iteration-level batching: a greedy sequence decodes the same inside a changing batch as alone.
 
 In float32 on the real Gemma 3 270M, whose layers alternate sliding-window (512) and full attention,
-with prompts of different lengths (one longer than the window) joining and leaving mid-flight.
+with prompts of different lengths (one longer than the window) joining and leaving mid-flight, through
+the very decoder the CLI, the server and the benchmark drive.
 """
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from gemmacli.device import Placement
-from gemmacli.runners.batch import DecodeBatch, Member
-from gemmacli.runners.sampling import Sampler, SamplingConfig
-from gemmacli.types import GLOBAL_GEN_DEFAULTS, GenParams
+from gemmacli.types import GenParams
 
 pytestmark = pytest.mark.slow
-GREEDY = SamplingConfig.from_params(GenParams(temperature=0.0).with_defaults(GLOBAL_GEN_DEFAULTS))
 PROMPTS = [
     "Monday, Tuesday, Wednesday,",
     "The capital of France is",
@@ -30,54 +27,68 @@ NEW_TOKENS = 12
 def fp32_runner(gemma_dir):
     from gemmacli.runners.chat import ChatRunner
 
-    return ChatRunner.load(gemma_dir, Placement("cpu", "float32"), name="gemma-3-270m")
+    runner = ChatRunner.load(gemma_dir, Placement("cpu", "float32"), name="gemma-3-270m")
+    runner.decoder.eos_ids = frozenset()  # no EOS: every sequence runs its full length, every step compared
+    return runner
 
 
-def alone(runner, prompt: str) -> list[int]:
+def greedy(tokens: int) -> GenParams:
+    return GenParams(temperature=0.0, max_tokens=tokens)
+
+
+def alone(runner, prompt: str, tokens: int = NEW_TOKENS) -> list[int]:
     ids = runner.tokenizer(prompt, return_tensors="pt")
-    out = runner.model.generate(**ids, max_new_tokens=NEW_TOKENS, do_sample=False)
+    out = runner.model.generate(**ids, max_new_tokens=tokens, do_sample=False)
     return out[0, ids["input_ids"].shape[1] :].tolist()
 
 
-def member(runner, ids: torch.Tensor) -> Member:
-    vocab = runner.model.config.get_text_config().vocab_size
-    # No EOS: every sequence runs its full length, so the comparison covers every step.
-    return Member(Sampler(GREEDY, ids[0], vocab, torch.device("cpu")), NEW_TOKENS, eos_ids=set())
-
-
 def test_sequences_joining_and_leaving_decode_as_if_alone(fp32_runner):
-    runner = fp32_runner
+    runner, decoder = fp32_runner, fp32_runner.decoder
     expected = [alone(runner, p) for p in PROMPTS]
     assert len(runner.tokenizer(PROMPTS[3])["input_ids"]) > 512  # the sliding window is really crossed
 
-    batch, members = DecodeBatch(runner.model), []
+    seqs, sizes = [], []
     join_at = {0: [0], 3: [1, 2], 5: [3], 9: [4]}  # step -> prompts that join before it
-    for step in range(40):
+    for step in range(80):
         for i in join_at.get(step, []):
-            ids = runner.tokenizer(PROMPTS[i], return_tensors="pt")["input_ids"]
-            members.append(member(runner, ids))
-            batch.prefill(members[-1], ids)
-        batch.step()
-        if not batch and step > max(join_at):
+            seqs.append(decoder.insert(runner.encode_text(PROMPTS[i]), greedy(NEW_TOKENS)))
+        decoder.step()
+        sizes.append(len(decoder.running))
+        if not len(decoder) and step > max(join_at):
             break
-    assert [m.tokens for m in members] == expected
+    assert [seq.tokens for seq in seqs] == expected
+    assert max(sizes) >= 3  # several sequences really decoded together
+    assert all(seq.finish_reason == "length" for seq in seqs)
 
 
-def test_a_cancelled_member_leaves_at_the_next_step(fp32_runner):
-    runner = fp32_runner
-    batch, flag = DecodeBatch(runner.model), {"stop": False}
-    first, second = (runner.tokenizer(p, return_tensors="pt")["input_ids"] for p in PROMPTS[:2])
-    a, b = member(runner, first), member(runner, second)
-    b.cancelled = lambda: flag["stop"]
-    batch.prefill(a, first)
-    batch.prefill(b, second)
-    batch.step()
+def test_a_cancelled_sequence_leaves_at_the_next_step(fp32_runner):
+    runner, decoder, flag = fp32_runner, fp32_runner.decoder, {"stop": False}
+    a = decoder.insert(runner.encode_text(PROMPTS[0]), greedy(NEW_TOKENS))
+    b = decoder.insert(runner.encode_text(PROMPTS[1]), greedy(NEW_TOKENS), cancelled=lambda: flag["stop"])
+    decoder.step()  # both prefilled
+    decoder.step()  # one decode step for both
     flag["stop"] = True
-    produced = batch.step()
-    assert [m for m, _ in produced] == [a] and len(batch) == 1 and len(b.tokens) == 2
-    while batch:
-        batch.step()
+    stepped = decoder.step()
+    cancelled, deltas = stepped[0]
+    assert cancelled is b and [d.finish_reason for d in deltas] == ["cancelled"]
+    assert [seq for seq, _ in stepped] == [b, a] and decoder.running == [a] and len(b.tokens) == 2
+    while len(decoder):
+        decoder.step()
     assert a.tokens == alone(runner, PROMPTS[0])
+
+
+def test_cancel_ends_a_sequence_at_once(fp32_runner):
+    runner, decoder = fp32_runner, fp32_runner.decoder
+    a = decoder.insert(runner.encode_text(PROMPTS[0]), greedy(NEW_TOKENS))
+    b = decoder.insert(runner.encode_text(PROMPTS[2]), greedy(NEW_TOKENS))
+    decoder.step()
+    decoder.cancel(a)
+    assert a.done and decoder.running == [b] and len(decoder) == 2  # a's end is reported at the next step
+    (first, deltas), *rest = decoder.step()
+    assert first is a and deltas[-1].finish_reason == "cancelled" and [s for s, _ in rest] == [b]
+    while len(decoder):
+        decoder.step()
+    assert b.tokens == alone(runner, PROMPTS[2])
 
 
 # Prompts whose greedy choices win by several bf16 steps (measured): where the top two logits tie within
@@ -93,22 +104,22 @@ def test_bf16_batch_matches_alone_over_the_first_32_tokens(gemma_dir):
     from gemmacli.runners.chat import ChatRunner
 
     runner = ChatRunner.load(gemma_dir, Placement("cpu", "bfloat16"), name="gemma-3-270m")
-    tokens, expected = 32, []
+    decoder, tokens, expected = runner.decoder, 32, []
+    decoder.eos_ids = frozenset()
     for prompt in BF16_PROMPTS:
         ids = runner.tokenizer(prompt, return_tensors="pt")
-        out = runner.model.generate(**ids, max_new_tokens=tokens, do_sample=False, output_scores=True,
-                                    return_dict_in_generate=True)  # fmt: skip
+        out = runner.model.generate(
+            **ids, max_new_tokens=tokens, do_sample=False, output_scores=True, return_dict_in_generate=True
+        )
         margins = [float(top[0] - top[1]) for top in (s[0].float().topk(2).values for s in out.scores)]
         assert min(margins) > 0.25, "the reference itself is a near-tie: pick another prompt"
         expected.append(out.sequences[0, ids["input_ids"].shape[1] :].tolist())
-    batch, members = DecodeBatch(runner.model), []
+    seqs = []
     for i, prompt in enumerate(BF16_PROMPTS):
-        ids = runner.tokenizer(prompt, return_tensors="pt")["input_ids"]
-        vocab = runner.model.config.get_text_config().vocab_size
-        members.append(Member(Sampler(GREEDY, ids[0], vocab, torch.device("cpu")), tokens, eos_ids=set()))
-        batch.prefill(members[-1], ids)
+        seqs.append(decoder.insert(runner.encode_text(prompt), greedy(tokens)))
         if i == 0:
-            batch.step()  # the others join a batch already under way
-    while batch:
-        batch.step()
-    assert [m.tokens for m in members] == expected
+            decoder.step()  # the others join a decoder already under way
+            decoder.step()
+    while len(decoder):
+        decoder.step()
+    assert [seq.tokens for seq in seqs] == expected

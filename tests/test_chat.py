@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -105,9 +108,11 @@ def test_prompt_plus_max_tokens_over_the_context_is_refused_not_clamped(chat_run
 def test_a_default_max_tokens_is_clamped_to_the_room_left(chat_runner, monkeypatch):
     prompt = chat_runner.encode_text("Monday,")
     model_defaults = replace(chat_runner.defaults, max_tokens=chat_runner.context_length * 2)  # e.g. the catalog's
-    monkeypatch.setattr(chat_runner, "defaults", model_defaults)
-    generation = chat_runner.start(prompt, GenParams(temperature=0))
-    assert generation.member.max_new_tokens == chat_runner.context_length - prompt.length
+    monkeypatch.setattr(chat_runner.decoder, "defaults", model_defaults)
+    seq = chat_runner.decoder.insert(prompt, GenParams(temperature=0))
+    chat_runner.decoder.cancel(seq)
+    chat_runner.decoder.step()
+    assert seq.max_new_tokens == chat_runner.context_length - prompt.length
 
 
 @pytest.mark.parametrize("field,value", [("temperature", -1.0), ("top_p", 1.5), ("top_k", -3), ("max_tokens", 0)])
@@ -123,11 +128,28 @@ def test_images_to_a_text_only_model_are_refused(chat_runner, images):
         chat_runner.complete([Message("user", (image, TextPart("describe")))], GREEDY)
 
 
-def test_batched_decoding_yields_one_token_per_sequence(chat_runner):
-    steps = list(
-        chat_runner.decode_batch(["Monday, Tuesday,", "One, two, three,"], GenParams(temperature=0, max_tokens=3))
-    )
-    assert len(steps) == 3 and all(len(step) == 2 for step in steps)
+def test_a_stream_closed_early_leaves_the_decoder(chat_runner):
+    stream = chat_runner.stream_text("Monday, Tuesday,", GenParams(temperature=0, max_tokens=50))
+    next(stream)
+    stream.close()
+    assert chat_runner.decoder.idle and not len(chat_runner.decoder)
+    assert chat_runner.complete_text("One, two,", GenParams(temperature=0, max_tokens=2)).usage.completion_tokens == 2
+
+
+def test_logit_bias_bans_and_forces_tokens(chat_runner):
+    prompt, greedy = "Monday, Tuesday, Wednesday,", GenParams(temperature=0, max_tokens=3)
+    plain = chat_runner.complete_text(prompt, greedy)
+    banned = chat_runner.complete_text(prompt, replace(greedy, logit_bias=((plain.token_ids[0], -100.0),)))
+    assert banned.token_ids[0] != plain.token_ids[0]
+    forced_id = chat_runner.tokenizer.convert_tokens_to_ids("▁banana")
+    forced = chat_runner.complete_text(prompt, replace(greedy, logit_bias=((forced_id, 100.0),)))
+    assert set(forced.token_ids) == {forced_id}
+
+
+def test_logit_bias_outside_the_vocabulary_names_the_field(chat_runner):
+    with pytest.raises(InvalidParamError, match="between 0 and") as err:
+        chat_runner.complete_text("hi", GenParams(logit_bias=((10**9, 1.0),)))
+    assert err.value.param == "logit_bias"
 
 
 def test_image_chat_counts_image_tokens_and_honours_max_tokens(vision_runner, images):
@@ -151,3 +173,25 @@ def test_two_images_give_twice_the_image_tokens(vision_runner, images):
 def test_roles_that_do_not_alternate_are_a_clear_error(chat_runner):
     with pytest.raises(InvalidParamError, match="alternate"):
         chat_runner.encode_chat([Message("user", "a"), Message("user", "b")])
+
+
+def test_generation_raises_no_deprecation_or_future_warning(chat_runner, vision_runner, images):
+    """gemmacli's own calls into transformers use the current argument names (transformers 5.24 renamed
+    past_key_values to cache, and warns on the old name until 5.40)."""
+    image = load_image(images / "red_circle_64.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chat_runner.complete([Message("user", "Name a colour.")], GenParams(temperature=0, max_tokens=3))
+        chat_runner.complete_text("Monday,", GenParams(temperature=0.7, seed=1, max_tokens=3, frequency_penalty=1.0))
+        vision_runner.complete([Message("user", (image, TextPart("describe")))], GenParams(max_tokens=3))
+    deprecated = [w for w in caught if issubclass(w.category, DeprecationWarning | FutureWarning)]
+    assert not deprecated, [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in deprecated]
+
+
+def test_gemmacli_chat_prints_no_warnings(gemma_dir, tmp_path):
+    command = [sys.executable, "-W", "always::DeprecationWarning", "-W", "always::FutureWarning", "-m", "gemmacli",
+               "chat", "--raw", "Monday, Tuesday,", "--temperature", "0", "--max-tokens", "3"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr and "warn" not in done.stderr.lower(), done.stderr
+    assert done.stdout.strip()

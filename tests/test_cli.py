@@ -140,7 +140,7 @@ class TestEmbed:
 @pytest.mark.slow
 class TestTranscribe:
     def test_text_matches_the_spoken_sentence(self, cli, whisper_dir, audio):
-        from helpers import word_error_rate
+        from support.helpers import word_error_rate
 
         result = cli("transcribe", audio / "quick_brown_fox.wav", "-q")
         assert result.exit_code == 0, result.output

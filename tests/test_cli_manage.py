@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakehub import FakeHub, files_from_dir, point_hf_at
+from support.fakehub import FakeHub, files_from_dir, point_hf_at
 from typer.testing import CliRunner
 
 from gemmacli.cli import app

@@ -13,14 +13,15 @@ import httpx
 import numpy as np
 import pytest
 from litestar.testing import TestClient
+from support.fakes import FakeRunner
 
 from gemmacli.errors import InvalidParamError
 from gemmacli.runners.embed import truncate
 from gemmacli.server import create_app
 from gemmacli.server.batching import EmbedBatcher, LRUCache
 from gemmacli.server.engine import Engine
+from gemmacli.server.loaded import LoadedModel
 from gemmacli.server.metrics import Metrics
-from gemmacli.server.registry import Registry, ServedModel
 from gemmacli.server.settings import ServerSettings
 from gemmacli.types import Embeddings
 
@@ -32,12 +33,13 @@ def raw(text: str, dimensions: int = 8) -> np.ndarray:
     return np.random.default_rng(zlib.crc32(text.encode())).standard_normal(dimensions).astype(np.float32)
 
 
-class FakeRunner:
+class FakeEmbedRunner(FakeRunner):
     """What the batcher uses of an EmbedRunner, recording each call; `fail_on` makes a batch holding it fail."""
 
-    dimensions, name = 8, "fake"
+    task, dimensions = "embed", 8
 
     def __init__(self, *, fail_on: str | None = None, delay: float = 0.0):
+        super().__init__()
         self.fail_on, self.delay = fail_on, delay
         self.calls: list[list[str]] = []
 
@@ -79,7 +81,7 @@ async def together(b: EmbedBatcher, runner, requests: list[tuple[list[str], int 
 
 
 def test_requests_within_the_window_share_one_model_call_and_get_their_own_rows(engine):
-    runner, b = FakeRunner(), batcher(engine)
+    runner, b = FakeEmbedRunner(), batcher(engine)
     requests = [(["a1", "a2"], None), (["b1"], None), (["c1", "c2", "c3"], None)]
     results = asyncio.run(together(b, runner, requests))
     assert runner.calls == [["a1", "a2", "b1", "c1", "c2", "c3"]]
@@ -90,7 +92,7 @@ def test_requests_within_the_window_share_one_model_call_and_get_their_own_rows(
 
 
 def test_a_full_batch_goes_without_waiting_for_the_window(engine):
-    runner, b = FakeRunner(), batcher(engine, window_ms=60_000, max_batch=4)
+    runner, b = FakeEmbedRunner(), batcher(engine, window_ms=60_000, max_batch=4)
 
     async def main():
         async with asyncio.timeout(5):  # the window alone would take a minute
@@ -105,7 +107,7 @@ def test_a_full_batch_goes_without_waiting_for_the_window(engine):
 
 
 def test_futures_resolve_in_the_order_the_requests_came(engine):
-    runner, b, done = FakeRunner(), batcher(engine), []
+    runner, b, done = FakeEmbedRunner(), batcher(engine), []
 
     async def one(name: str):
         await b.embed("fake", runner, [name])
@@ -119,7 +121,7 @@ def test_futures_resolve_in_the_order_the_requests_came(engine):
 
 
 def test_mixed_dimensions_share_a_batch_and_each_is_cut_and_renormalised(engine):
-    runner, b = FakeRunner(), batcher(engine)
+    runner, b = FakeEmbedRunner(), batcher(engine)
     requests = [(["x", "y"], None), (["x", "z"], 3), (["y"], 5), (["z"], 1)]
     results = asyncio.run(together(b, runner, requests))
     assert runner.calls == [["x", "y", "z"]]  # full size once; a text two requests share is embedded once
@@ -129,7 +131,7 @@ def test_mixed_dimensions_share_a_batch_and_each_is_cut_and_renormalised(engine)
 
 
 def test_bad_dimensions_are_refused_before_anything_queues(engine):
-    runner, b = FakeRunner(), batcher(engine)
+    runner, b = FakeEmbedRunner(), batcher(engine)
     for dims in (0, 9):
         with pytest.raises(InvalidParamError, match="between 1 and 8") as caught:
             asyncio.run(b.embed("fake", runner, ["x"], dims))
@@ -138,7 +140,7 @@ def test_bad_dimensions_are_refused_before_anything_queues(engine):
 
 
 def test_an_error_fails_every_request_of_its_batch_and_the_next_batch_works(engine):
-    runner, b = FakeRunner(fail_on="boom"), batcher(engine)
+    runner, b = FakeEmbedRunner(fail_on="boom"), batcher(engine)
 
     async def main():
         failed = await together(b, runner, [(["boom"], None), (["fine"], None)])
@@ -150,7 +152,7 @@ def test_an_error_fails_every_request_of_its_batch_and_the_next_batch_works(engi
 
 
 def test_a_request_that_went_away_does_not_break_the_others(engine):
-    runner, b, loop_errors = FakeRunner(delay=0.2), batcher(engine), []
+    runner, b, loop_errors = FakeEmbedRunner(delay=0.2), batcher(engine), []
 
     async def main():
         asyncio.get_running_loop().set_exception_handler(lambda loop, context: loop_errors.append(context))
@@ -172,7 +174,7 @@ def test_a_request_that_went_away_does_not_break_the_others(engine):
 
 
 def test_the_callers_timeout_applies_and_the_batcher_keeps_working(engine):
-    runner, b = FakeRunner(delay=0.3), batcher(engine, window_ms=1)
+    runner, b = FakeEmbedRunner(delay=0.3), batcher(engine, window_ms=1)
 
     async def main():
         with pytest.raises(TimeoutError):
@@ -202,7 +204,7 @@ def test_lru_forgets_the_least_recently_used_first():
 
 
 def test_cache_hits_skip_the_model_and_are_counted(engine):
-    runner, b = FakeRunner(), batcher(engine, window_ms=1)
+    runner, b = FakeEmbedRunner(), batcher(engine, window_ms=1)
 
     async def main():
         return await b.embed("fake", runner, ["x", "y"]), await b.embed("fake", runner, ["y", "z", "x"], 4)
@@ -216,7 +218,7 @@ def test_cache_hits_skip_the_model_and_are_counted(engine):
 
 
 def test_cache_size_0_disables_it(engine):
-    runner, b = FakeRunner(), batcher(engine, window_ms=1, cache_size=0)
+    runner, b = FakeEmbedRunner(), batcher(engine, window_ms=1, cache_size=0)
 
     async def main():
         await b.embed("fake", runner, ["x"])
@@ -238,9 +240,9 @@ def test_settings_come_from_the_environment():
 
 
 def test_over_http_a_model_error_is_a_500_for_its_batch_and_a_timeout_a_504():
-    runner = FakeRunner(fail_on="boom", delay=0.05)
-    registry = Registry([ServedModel("fake", "embed", runner)])
-    with TestClient(create_app(registry, ServerSettings(request_timeout=1.0, embed_batch_window_ms=1))) as client:
+    runner = FakeEmbedRunner(fail_on="boom", delay=0.05)
+    settings = ServerSettings(request_timeout=1.0, embed_batch_window_ms=1)
+    with TestClient(create_app(settings, models=[LoadedModel("fake", runner)])) as client:
         assert client.post("/v1/embeddings", json={"model": "fake", "input": "boom"}).status_code == 500
         ok = client.post("/v1/embeddings", json={"model": "fake", "input": ["fine"], "dimensions": 2})
         assert ok.status_code == 200
@@ -272,10 +274,10 @@ class Counting:
 @contextlib.contextmanager
 def live(embed_runner, **settings):
     """A server of its own on the session's runner; the session server stays idle meanwhile."""
-    from liveserver import LiveServer
+    from support.liveserver import LiveServer
 
     runner = Counting(embed_runner)
-    app = create_app(Registry([ServedModel(MODEL, "embed", runner)]), ServerSettings(**settings))
+    app = create_app(ServerSettings(**settings), models=[LoadedModel(MODEL, runner)])
     with LiveServer(app) as server:
         yield server.url, runner, app.state["services"].metrics
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from gemmacli.server.engine import Engine, EngineStopped, Overloaded
+from gemmacli.types import Delta, GenParams
 
 
 def run(coro):
@@ -147,65 +148,103 @@ def test_gauges_follow_running_and_waiting():
     assert (1, 0) in changes and changes[-1] == (0, 0)
 
 
-class CountItem:
-    """Counts to `n`, one number per batch step."""
+class CountSeq:
+    """Counts to `n`, one number per decoder step."""
 
-    def __init__(self, n: int):
-        self.n, self.sent, self.finished = n, 0, False
+    def __init__(self, n: int, cancelled):
+        self.n, self.sent, self.cancelled, self.error, self.finish_reason = n, 0, cancelled, None, None
 
-    def advance(self) -> list[int]:
-        self.sent += 1
-        self.finished = self.sent >= self.n
-        return [self.sent]
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None or self.error is not None
 
 
-class FakeBatch:
+class FakeDecoder:
+    """The decoder protocol (insert, step, cancel, len) over counting sequences."""
+
     def __init__(self, fail_at: int | None = None):
-        self.items, self.sizes, self.fail_at, self.resets = [], [], fail_at, 0
+        self.seqs, self.sizes, self.fail_at = [], [], fail_at
 
     def __len__(self):
-        return len(self.items)
+        return len(self.seqs)
 
-    def add(self, item):
-        self.items.append(item)
-        return []
+    def insert(self, prompt, params, cancelled):
+        if prompt < 0:
+            raise ValueError("a bad prompt")
+        self.seqs.append(CountSeq(prompt, cancelled))
+        return self.seqs[-1]
+
+    def cancel(self, seq):
+        seq.finish_reason = "cancelled"
 
     def step(self):
-        self.sizes.append(len(self.items))
-        if self.fail_at is not None and len(self.sizes) == self.fail_at:
-            raise RuntimeError("batch broke")
-        out = [(item, item.advance()) for item in self.items]
-        self.items = [i for i in self.items if not i.finished]
+        self.sizes.append(len(self.seqs))
+        out = []
+        for seq in self.seqs:
+            if seq.done or seq.cancelled():
+                seq.finish_reason = seq.finish_reason or "cancelled"
+                out.append((seq, [Delta("", (), "cancelled")]))
+                continue
+            seq.sent += 1
+            if seq.sent == self.fail_at:
+                seq.error = RuntimeError("sequence broke")
+                out.append((seq, []))
+                continue
+            seq.finish_reason = "length" if seq.sent >= seq.n else None
+            out.append((seq, [Delta(str(seq.sent), (seq.sent,), seq.finish_reason)]))
+        self.seqs = [seq for seq in self.seqs if not seq.done]
         return out
 
-    def reset(self):
-        self.items, self.resets = [], self.resets + 1
+
+async def texts(engine, decoder, prompts) -> list[list[str]]:
+    """Each choice's texts, in order."""
+    out = [[] for _ in prompts]
+    async for index, delta in engine.generate(decoder, lambda: prompts, GenParams()):
+        out[index].append(delta.text)
+    return out
 
 
-def test_batched_jobs_of_one_key_share_steps(engine):
-    from gemmacli.server.engine import Batched
-
-    batch = FakeBatch()
-
-    async def main():
-        async def run_one(n):
-            return [x async for x in engine.stream(lambda cancelled: Batched("model", CountItem(n), lambda: batch))]
-
-        return await asyncio.gather(run_one(3), run_one(5))
-
-    assert run(main()) == [[1, 2, 3], [1, 2, 3, 4, 5]]
-    assert max(batch.sizes) == 2 and engine.running == 0
-
-
-def test_a_failed_batch_step_fails_its_jobs_and_the_engine_goes_on(engine):
-    from gemmacli.server.engine import Batched
-
-    batch = FakeBatch(fail_at=2)
+def test_generations_in_one_decoder_share_its_steps(engine):
+    decoder = FakeDecoder()
 
     async def main():
-        with pytest.raises(RuntimeError, match="batch broke"):
-            async for _ in engine.stream(lambda cancelled: Batched("m", CountItem(5), lambda: batch)):
-                pass
+        return await asyncio.gather(texts(engine, decoder, [3]), texts(engine, decoder, [5, 2]))
+
+    assert run(main()) == [[["1", "2", "3"]], [["1", "2", "3", "4", "5"], ["1", "2"]]]
+    assert max(decoder.sizes) == 3 and engine.running == 0 and not len(decoder)
+    assert not engine._decoders and not engine._owners  # nothing of the decoder (or its model) held any more
+
+
+def test_a_failed_sequence_fails_its_job_and_the_others_go_on(engine):
+    decoder = FakeDecoder(fail_at=2)
+
+    async def main():
+        with pytest.raises(RuntimeError, match="sequence broke"):
+            await texts(engine, decoder, [5, 5])
         return await engine.call(lambda: "still serving")
 
-    assert run(main()) == "still serving" and batch.resets == 1
+    assert run(main()) == "still serving" and not len(decoder)
+
+
+def test_a_prompt_that_cannot_be_inserted_takes_the_others_out(engine):
+    decoder = FakeDecoder()
+
+    async def main():
+        with pytest.raises(ValueError, match="a bad prompt"):
+            await texts(engine, decoder, [5, -1])
+        return await texts(engine, decoder, [2])
+
+    assert run(main()) == [["1", "2"]]
+
+
+def test_leaving_a_generation_early_cancels_its_sequences(engine):
+    decoder = FakeDecoder()
+
+    async def main():
+        async for _, delta in engine.generate(decoder, lambda: [1000], GenParams()):
+            if delta.text == "3":
+                break
+        await asyncio.sleep(0.2)
+
+    run(main())
+    assert engine.running == 0 and not len(decoder) and max(decoder.sizes) == 1

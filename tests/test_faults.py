@@ -1,6 +1,6 @@
 """Faults inside a request stay inside it: runner bugs, out-of-memory, hostile fields in logs.
 
-The real demo runners behind the registry, wrapped so that chosen requests fail the way a bug or a
+The real demo runners behind the model manager, wrapped so that chosen requests fail the way a bug or a
 full GPU would; everything else about the server is the real thing, over HTTP on 127.0.0.1.
 """
 
@@ -11,11 +11,13 @@ import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import httpx
 import pytest
-from helpers import check_openai_error
+from support.helpers import check_openai_error
 
+from gemmacli.runners.decoder import Decoder
 from gemmacli.server.logs import JsonFormatter
 
 pytestmark = pytest.mark.slow
@@ -26,34 +28,51 @@ MIDSTREAM_FAIL, OOM_IN_BATCH = 9, 11  # max_tokens values that make the wrapped 
 COUNTING = "1, 2, 3, 4, 5, 6, 7,"  # greedy, the base model keeps counting: no early end of text
 
 
-class OOMBatch:
-    """The real shared ChatBatch, except that a step holding an OOM_IN_BATCH request runs out of memory."""
+class FaultyDecoder(Decoder):
+    """The real decoder, except that a decode step holding an OOM_IN_BATCH sequence runs out of memory, and a
+    MIDSTREAM_FAIL sequence's output stage breaks at its fourth token."""
 
-    def __init__(self, inner):
-        self.inner = inner
+    def insert(self, prompt, params, cancelled=lambda: False):
+        seq = super().insert(prompt, params, cancelled)
+        if params.max_tokens == MIDSTREAM_FAIL:
+            seq.pipeline = replace(seq.pipeline, outputs=(*seq.pipeline.outputs, BreaksAtFourth()))
+        return seq
 
-    def add(self, generation):
-        return self.inner.add(generation)
-
-    def step(self):
+    def _forward(self, input_ids, cache, **inputs):
         import torch
 
-        if any(member.max_new_tokens == OOM_IN_BATCH for member in self.inner.generations):
+        decoding = "attention_mask" in inputs
+        if decoding and any(seq.max_new_tokens == OOM_IN_BATCH for seq in self.running):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.inner.step()
+        return super()._forward(input_ids, cache, **inputs)
 
-    def reset(self):
-        self.inner.reset()
 
-    def __len__(self):
-        return len(self.inner)
+class BreaksAtFourth:
+    """An output stage with a bug: its fourth piece of text raises."""
+
+    stopped = False
+
+    def __init__(self):
+        self.pieces = 0
+
+    def feed(self, text: str) -> str:
+        self.pieces += 1
+        if self.pieces == 4:
+            raise RuntimeError(FAILURE)
+        return text
+
+    def flush(self) -> str:
+        return ""
 
 
 class FaultyChat:
-    """The real chat runner; "explode" in a message fails its encoding, MIDSTREAM_FAIL fails mid-generation."""
+    """The real chat runner and a FaultyDecoder over its model; "explode" in a message fails its encoding."""
 
     def __init__(self, inner):
         self.inner = inner
+        d = inner.decoder
+        self.decoder = FaultyDecoder(inner.model, inner.tokenizer, eos_ids=d.eos_ids, context_length=d.context_length,
+                                     defaults=d.defaults, name=d.name)  # fmt: skip
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -62,15 +81,6 @@ class FaultyChat:
         if "explode" in str(messages[-1].content):
             raise RuntimeError(FAILURE)
         return self.inner.encode_chat(messages)
-
-    def generate(self, prompt, params, *, cancelled=lambda: False):
-        for i, delta in enumerate(self.inner.generate(prompt, params, cancelled=cancelled)):
-            if params.max_tokens == MIDSTREAM_FAIL and i == 3:
-                raise RuntimeError(FAILURE)
-            yield delta
-
-    def new_batch(self):
-        return OOMBatch(self.inner.new_batch())
 
 
 class FaultyEmbed:
@@ -102,15 +112,17 @@ def logs():
 
 @pytest.fixture(scope="module")
 def base(chat_runner, embed_runner, logs):
-    from liveserver import LiveServer
+    from support.liveserver import LiveServer
 
     from gemmacli.server import create_app
-    from gemmacli.server.registry import Registry, ServedModel
+    from gemmacli.server.loaded import LoadedModel
     from gemmacli.server.settings import ServerSettings
 
-    registry = Registry([ServedModel("gemma-3-270m", "chat", FaultyChat(chat_runner)),
-                         ServedModel("all-minilm-l6-v2", "embed", FaultyEmbed(embed_runner))])  # fmt: skip
-    with LiveServer(create_app(registry, ServerSettings(max_batch=4))) as live:
+    models = [
+        LoadedModel("gemma-3-270m", FaultyChat(chat_runner)),
+        LoadedModel("all-minilm-l6-v2", FaultyEmbed(embed_runner)),
+    ]
+    with LiveServer(create_app(ServerSettings(max_batch=4), models=models)) as live:
         yield live.url
 
 
@@ -141,14 +153,16 @@ def test_a_runner_failure_ends_only_its_own_request(base):
     with ThreadPoolExecutor(2) as pool:
         healthy = pool.submit(events, base, "/v1/completions", completion(16), started)
         assert started.wait(120)
-        # Two prompts decode one after the other outside the shared batch; the runner fails in the first.
+        # Two prompts decode in the shared batch beside the healthy request; a stage of theirs breaks.
         failing = pool.submit(events, base, "/v1/completions", completion(MIDSTREAM_FAIL, [COUNTING, "a, b, c,"]))
         chat = {"model": "gemma-3-270m", "messages": [{"role": "user", "content": "please explode"}]}
         refused = httpx.post(f"{base}/v1/chat/completions", json=chat, timeout=120)
         failed, ok = failing.result(), healthy.result()
     error = check_openai_error(refused, 500, code="internal_error", type="server_error")
     assert_clean(refused.text) and "kernel" not in error["message"]
-    assert len(failed) == 4 and all("choices" in e for e in failed[:3])  # three deltas, then the error
+    # Three deltas of each choice (they interleave), then the error, which ends the request.
+    assert [e["choices"][0]["index"] for e in failed[:-1]] == [0, 1] * 3
+    assert len(failed) == 7 and all("choices" in e for e in failed[:-1])
     assert failed[-1]["error"]["code"] == "internal_error" and "[DONE]" not in failed
     assert_clean(json.dumps(failed))
     assert ok[-1] == "[DONE]" and ok[-2]["choices"][0]["finish_reason"] == "length"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakehub import FakeHub, closed_port_url, point_hf_at
 from huggingface_hub.utils import filter_repo_objects
 from rich.console import Console
 from safetensors.numpy import save
+from support.fakehub import FakeHub, closed_port_url, point_hf_at
 
 from gemmacli.errors import GemmacliError, ModelNotFoundError, ModelUnavailableError
 from gemmacli.models import hub

@@ -103,8 +103,8 @@ def test_audio_without_samples():
 
 
 def test_a_header_claiming_a_huge_image_is_refused_before_decoding():
-    from badinput import png_claiming
     from PIL import Image
+    from support.badinput import png_claiming
 
     with pytest.raises(MediaError, match="pixels"):
         decode_image(png_claiming(100_000, 100_000))
@@ -129,7 +129,7 @@ def test_common_formats_open(fmt):
 
 
 def test_audio_headers_that_lie_are_refused_before_decoding():
-    from badinput import flac_claiming, wav_claiming_rate
+    from support.badinput import flac_claiming, wav_claiming_rate
 
     with pytest.raises(MediaError, match=r"header says 36,000\.0 s"):
         decode_audio(flac_claiming(36_000), MediaLimits(max_audio_seconds=10))
@@ -149,7 +149,7 @@ def test_odd_sample_rates_resample_quickly_to_the_right_length(rate):
 
 
 def test_compressed_silence_is_stopped_at_the_limit_while_decoding():
-    from badinput import sound
+    from support.badinput import sound
 
     data = sound(60, fmt="FLAC")
     assert len(data) < 5_000  # a minute in a few kilobytes

@@ -1,6 +1,6 @@
 """Models on demand: loading while others serve, single-flight loads, unknown names, catalog defaults.
 
-Real models and a real server (tests/manager_kit.py); the loader only records when it builds.
+Real models and a real server (tests/support/manager_kit.py); the loader only records when it builds.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import check_openai_error
-from manager_kit import EMBED, TINY, WHISPER, home_fixture, live_server, stream_tokens  # noqa: F401  (a fixture)
+from support.helpers import check_openai_error
+from support.manager_kit import EMBED, TINY, WHISPER, home_fixture, live_server, stream_tokens  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,6 @@ from gemmacli.device import Placement
 from gemmacli.errors import GemmacliError, InvalidParamError
 from gemmacli.models.loader import CONVERT_HINT, LoadOptions, ModelLoader, parse_max_memory
 from gemmacli.runners.cpu_linear import PackedLinear
-from gemmacli.server.model_loading import describe
 from gemmacli.server.settings import ServerSettings
 
 
@@ -70,12 +69,12 @@ def test_max_memory_lets_accelerate_place_the_model(vision_dir):
     loader = ModelLoader()
     options = LoadOptions(device="cpu", dtype="float32", max_memory=(("cpu", "4GiB"),))
     runner = loader.build(loader.prepare(str(vision_dir)), options, report=lambda step: None)
-    placed = describe(runner)
+    placed = runner.memory()
     assert (placed.device, placed.dtype, placed.placement) == ("cpu", "float32", "auto (max cpu=4GiB)")
     parameters = sum(p.numel() for p in runner.model.parameters())
     packed = sum(m.packed.numel() for m in runner.model.modules() if isinstance(m, PackedLinear))
     # fp32 parameters and the linears' packed fp32 copies (on CPU), plus small buffers
-    assert (parameters + packed) * 4 <= placed.memory_bytes < (parameters + packed) * 4 * 1.01
+    assert (parameters + packed) * 4 <= placed.bytes < (parameters + packed) * 4 * 1.01
     assert runner.complete_text("Hello", runner.defaults).finish_reason in ("stop", "length")
 
 

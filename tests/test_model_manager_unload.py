@@ -1,16 +1,18 @@
 """What leaves memory and when: LRU eviction under --max-loaded, busy models kept, idle unload, RSS freed.
 
-Real models and a real server (tests/manager_kit.py).
+Real models and a real server (tests/support/manager_kit.py).
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 import pytest
-from helpers import check_openai_error
-from manager_kit import EMBED, GEMMA, TINY, WHISPER, home_fixture, live_server, stream_tokens  # noqa: F401
+from support.helpers import check_openai_error
+from support.manager_kit import EMBED, GEMMA, TINY, WHISPER, home_fixture, live_server, stream_tokens  # noqa: F401
 
 from gemmacli.server.model_loading import rss_bytes
 
@@ -87,3 +89,32 @@ def test_unload_gives_the_memory_back(home):
           f" parameters {params / mb:.0f} MiB ({model['dtype']})")  # fmt: skip
     assert model["dtype"] == "float32" and params > 900 * mb
     assert loaded - after >= 0.8 * params
+
+
+def _module(runner):
+    """The torch module inside a chat, embedding or Whisper runner."""
+    return getattr(runner, "model", None) or runner._pipe.model
+
+
+def test_unloading_frees_each_runner_and_its_module(home, audio):
+    """After unloading a chat, an embedding and a transcription model, nothing refers to their runners or
+    torch modules any more (weak references die at gc.collect()), and RSS falls by most of their bytes."""
+    with live_server(home=home, dtype="float32") as live:
+        before = rss_bytes()
+        assert live.complete(GEMMA, max_tokens=4).status_code == 200  # a decoded sequence, a KV cache
+        assert live.embed().status_code == 200  # an embedding batch
+        assert live.transcribe(audio / "hello_world.wav").status_code == 200
+        refs = {m.id: (weakref.ref(m.runner), weakref.ref(_module(m.runner))) for m in live.manager.loaded()}
+        sizes = {m["id"]: m["memory_bytes"] for m in live.stats()["models"]}
+        loaded = rss_bytes()
+        for model_id in refs:
+            assert live.http.post(f"/admin/unload/{model_id}").json()["was_loaded"] is True
+        gc.collect()
+        after = rss_bytes()
+        assert set(refs) == {GEMMA, EMBED, WHISPER} and not live.loaded()
+        alive = [model_id for model_id, pair in refs.items() for ref in pair if ref() is not None]
+        assert alive == [], f"still referenced after unloading: {alive}"
+    mb = 1 << 20
+    print(f"\nRSS before {before / mb:.0f} MiB, three models loaded {loaded / mb:.0f} MiB, after unloading "
+          f"{after / mb:.0f} MiB; their bytes {sum(sizes.values()) / mb:.0f} MiB")  # fmt: skip
+    assert loaded - after >= 0.8 * sum(sizes.values())

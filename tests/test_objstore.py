@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from objservers import S3Server, point_gemmacli_at
+from support.objservers import S3Server, point_gemmacli_at
 from typer.testing import CliRunner
 
 from gemmacli.cli import app

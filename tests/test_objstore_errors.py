@@ -7,7 +7,7 @@ import sys
 import uuid
 
 import pytest
-from objservers import CLEARED, GcsEmulator, S3Server, free_port, point_gemmacli_at
+from support.objservers import CLEARED, GcsEmulator, S3Server, free_port, point_gemmacli_at
 from typer.testing import CliRunner
 
 from gemmacli.cli import app

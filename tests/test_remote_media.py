@@ -1,4 +1,4 @@
-"""RemoteMedia.fetch against a real HTTP server on 127.0.0.1 (tests/mediaserver.py): redirects, slow and
+"""RemoteMedia.fetch against a real HTTP server on 127.0.0.1 (tests/support/mediaserver.py): redirects, slow and
 oversized bodies, DNS answers that change between lookups, and what actually reaches the wire.
 
 127.0.0.1/32 is allowed the way an operator would allow an internal media server; every other internal
@@ -12,7 +12,7 @@ import time
 from urllib.parse import quote
 
 import pytest
-from mediaserver import PNG, MediaServer
+from support.mediaserver import PNG, MediaServer
 
 from gemmacli.errors import MediaError
 from gemmacli.server.remote_media import RemoteMedia

@@ -10,9 +10,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from helpers import check_openai_error
-from liveserver import LiveServer
-from mediaserver import MediaServer
+from support.helpers import check_openai_error
+from support.liveserver import LiveServer
+from support.mediaserver import MediaServer
 
 from gemmacli.media import MediaLimits
 
@@ -35,10 +35,10 @@ def media():
 
 def serve(vision_runner, **settings):
     from gemmacli.server import create_app
-    from gemmacli.server.registry import Registry, ServedModel
+    from gemmacli.server.loaded import LoadedModel
     from gemmacli.server.settings import ServerSettings
 
-    app = create_app(Registry([ServedModel(MODEL, "chat", vision_runner)]), ServerSettings(**settings))
+    app = create_app(ServerSettings(**settings), models=[LoadedModel(MODEL, vision_runner)])
     app.state["services"].media_limits = MediaLimits(max_image_bytes=100_000)  # small, so "oversized" is quick
     return LiveServer(app)
 

@@ -46,15 +46,24 @@ class Capped:
 
     def __init__(self, inner):
         self.inner = inner
+        self.decoder = CappedDecoder(inner.decoder)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def start(self, prompt, params, cancelled=lambda: False):
-        return self.inner.start(prompt, _capped(params), cancelled)
 
-    def generate(self, prompt, params, *, cancelled=lambda: False):
-        return self.inner.generate(prompt, _capped(params), cancelled=cancelled)
+class CappedDecoder:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def insert(self, prompt, params, cancelled=lambda: False):
+        return self.inner.insert(prompt, _capped(params), cancelled)
 
 
 def _capped(params):
@@ -65,16 +74,18 @@ def _capped(params):
 
 @pytest.fixture(scope="module")
 def api_schema(vision_runner, embed_runner, transcribe_runner):
-    from liveserver import LiveServer
+    from support.liveserver import LiveServer
 
     from gemmacli.server import create_app
-    from gemmacli.server.registry import Registry, ServedModel
+    from gemmacli.server.loaded import LoadedModel
     from gemmacli.server.settings import ServerSettings
 
-    registry = Registry([ServedModel("tiny-chat", "chat", Capped(vision_runner)),
-                         ServedModel("all-minilm-l6-v2", "embed", embed_runner),
-                         ServedModel("whisper-tiny.en", "transcribe", transcribe_runner)])  # fmt: skip
-    with LiveServer(create_app(registry, ServerSettings(max_batch=4))) as live:
+    models = [
+        LoadedModel("tiny-chat", Capped(vision_runner)),
+        LoadedModel("all-minilm-l6-v2", embed_runner),
+        LoadedModel("whisper-tiny.en", transcribe_runner),
+    ]
+    with LiveServer(create_app(ServerSettings(max_batch=4), models=models)) as live:
         yield schemathesis.openapi.from_url(f"{live.url}/docs/openapi.json")
     print(f"\nschemathesis: {sum(examples.values())} requests {dict(examples)}; statuses {dict(statuses)}")
 

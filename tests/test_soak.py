@@ -33,15 +33,14 @@ CHAT, EMBED, WHISPER = "gemma-3-270m", "all-minilm-l6-v2", "whisper-tiny.en"
 
 @pytest.fixture(scope="module")
 def live(chat_runner, embed_runner, transcribe_runner):
-    from liveserver import LiveServer
+    from support.liveserver import LiveServer
 
     from gemmacli.server import create_app
-    from gemmacli.server.registry import Registry, ServedModel
+    from gemmacli.server.loaded import LoadedModel
     from gemmacli.server.settings import ServerSettings
 
-    registry = Registry([ServedModel(CHAT, "chat", chat_runner), ServedModel(EMBED, "embed", embed_runner),
-                         ServedModel(WHISPER, "transcribe", transcribe_runner)])  # fmt: skip
-    with LiveServer(create_app(registry, ServerSettings(max_batch=4))) as server:
+    models = [LoadedModel(CHAT, chat_runner), LoadedModel(EMBED, embed_runner), LoadedModel(WHISPER, transcribe_runner)]
+    with LiveServer(create_app(ServerSettings(max_batch=4), models=models)) as server:
         yield server.url
 
 

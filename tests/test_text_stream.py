@@ -7,6 +7,7 @@ import torch
 
 from gemmacli.errors import InvalidParamError
 from gemmacli.runners.sampling import Sampler, SamplingConfig
+from gemmacli.runners.stages import LogitBias, Penalties
 from gemmacli.runners.text_stream import StopMatcher
 from gemmacli.types import GLOBAL_GEN_DEFAULTS, GenParams
 
@@ -49,6 +50,7 @@ def config(**kw) -> SamplingConfig:
 
 
 LOGITS = torch.tensor([1.0, 3.0, 2.0, 0.5, -1.0])
+CPU = torch.device("cpu")
 
 
 @pytest.mark.parametrize(
@@ -57,31 +59,44 @@ LOGITS = torch.tensor([1.0, 3.0, 2.0, 0.5, -1.0])
      {"temperature": 1e-6, "top_p": 0.5}, {"top_p": 5e-324, "min_p": 0.49}],  # tiny values found by fuzzing
 )  # fmt: skip
 def test_settings_that_leave_one_candidate_pick_the_argmax(kw):
-    sampler = Sampler(config(seed=0, **kw), torch.tensor([0]), 5, torch.device("cpu"))
+    sampler = Sampler(config(seed=0, **kw), CPU)
     assert {sampler(LOGITS) for _ in range(20)} == {1}
 
 
 def test_top_k_keeps_only_the_k_likeliest():
-    sampler = Sampler(config(top_k=2, seed=0, temperature=5.0), torch.tensor([0]), 5, torch.device("cpu"))
+    sampler = Sampler(config(top_k=2, seed=0, temperature=5.0), CPU)
     assert {sampler(LOGITS) for _ in range(200)} == {1, 2}
 
 
 def test_seed_makes_sampling_repeatable():
-    draws = [[Sampler(config(seed=3), torch.tensor([0]), 5, torch.device("cpu"))(LOGITS) for _ in range(1)]
-             for _ in range(5)]  # fmt: skip
-    assert len({tuple(d) for d in draws}) == 1
+    draws = [Sampler(config(seed=3), CPU)(LOGITS) for _ in range(5)]
+    assert len(set(draws)) == 1
 
 
 def test_frequency_penalty_lowers_tokens_already_generated():
-    sampler = Sampler(config(temperature=0.0, frequency_penalty=2.0), torch.tensor([0]), 5, torch.device("cpu"))
-    assert sampler(LOGITS) == 1
-    sampler.observe(1)
-    assert sampler(LOGITS) == 2  # 3.0 - 2.0 = 1.0 < 2.0
+    penalties = Penalties(config(frequency_penalty=2.0), torch.tensor([0]), 5, CPU)
+    assert int(penalties(LOGITS).argmax()) == 1
+    penalties.accept(1)
+    assert int(penalties(LOGITS).argmax()) == 2  # 3.0 - 2.0 = 1.0 < 2.0
 
 
 def test_repetition_penalty_covers_the_prompt():
-    sampler = Sampler(config(temperature=0.0, repetition_penalty=2.0), torch.tensor([1]), 5, torch.device("cpu"))
-    assert sampler(LOGITS) == 2  # 3.0 / 2 = 1.5 < 2.0
+    penalties = Penalties(config(repetition_penalty=2.0), torch.tensor([1]), 5, CPU)
+    assert int(penalties(LOGITS).argmax()) == 2  # 3.0 / 2 = 1.5 < 2.0
+
+
+def test_penalties_are_a_stage_only_when_asked_for():
+    assert Penalties.build(config(), torch.tensor([1]), 5, CPU) is None
+    assert Penalties.build(config(presence_penalty=0.5), torch.tensor([1]), 5, CPU) is not None
+
+
+def test_logit_bias_adds_to_the_chosen_tokens_only():
+    bias = LogitBias.build(((0, 5.0), (1, -100.0)), 5, CPU)
+    assert bias(LOGITS).tolist() == [6.0, -97.0, 2.0, 0.5, -1.0]
+    assert LogitBias.build((), 5, CPU) is None
+    with pytest.raises(InvalidParamError) as err:
+        LogitBias.build(((5, 1.0),), 5, CPU)
+    assert err.value.param == "logit_bias"
 
 
 @pytest.mark.parametrize("kw,param", [({"temperature": -0.1}, "temperature"), ({"min_p": 2.0}, "min_p"),

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import SAMPLE_RATE, SPEECH, speech, word_error_rate
+from support.helpers import SAMPLE_RATE, SPEECH, speech, word_error_rate
 
 from gemmacli.device import Placement
 from gemmacli.errors import GemmacliError, InvalidParamError, MediaError, UnsupportedInputError
@@ -180,7 +180,7 @@ def test_empty_audio_is_refused():
 
 def test_load_reports_a_folder_that_is_not_a_model(tmp_path: Path):
     with pytest.raises(GemmacliError, match="cannot load Whisper model 'nothing'"):
-        TranscribeRunner.load(tmp_path, Placement(), "nothing")
+        TranscribeRunner.load(tmp_path, Placement(), name="nothing")
 
 
 # --------------------------------------------------------------------------- the real model

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from helpers import speech
+from support.helpers import speech
 
 from gemmacli.errors import InvalidParamError
 from gemmacli.transcript_formats import FORMATS, compression_ratio, render

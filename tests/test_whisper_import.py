@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ct2_source, fake_ct2_folder, speech, write_ct2_model
+from support.helpers import ct2_source, fake_ct2_folder, speech, write_ct2_model
 
 from gemmacli.errors import GemmacliError
 from gemmacli.models.ct2_format import read_variables

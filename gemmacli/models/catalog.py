@@ -11,7 +11,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from gemmacli.errors import GemmacliError
-from gemmacli.types import TASKS, GenParams, Task
+from gemmacli.runners import RUNNERS
+from gemmacli.types import GenParams, Task
 
 GEN_FIELDS = {f.name for f in fields(GenParams)} - {"stop"}
 
@@ -71,8 +72,8 @@ def _merge(base: dict, extra: dict) -> None:
 
 def _entry(name: str, raw: dict, families: dict) -> CatalogEntry:
     task = raw.get("task")
-    if task not in TASKS:
-        raise GemmacliError(f"catalog entry {name!r}: task must be one of {', '.join(TASKS)}, not {task!r}")
+    if task not in RUNNERS:
+        raise GemmacliError(f"catalog entry {name!r}: task must be one of {', '.join(RUNNERS)}, not {task!r}")
     family = families.get(raw.get("family", ""), {})
     defaults = {**family.get("defaults", {}), **raw.get("defaults", {})}
     unknown = set(defaults) - GEN_FIELDS

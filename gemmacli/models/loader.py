@@ -6,22 +6,16 @@ import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from gemmacli.device import placement
 from gemmacli.errors import GemmacliError, InvalidParamError
 from gemmacli.models.catalog import Catalog
 from gemmacli.models.gguf_import import Report
 from gemmacli.models.resolve import ModelRef, materialize, resolve, task_of
+from gemmacli.runners import Runner, runner_class
 from gemmacli.settings import Paths
 from gemmacli.types import Task
-
-if TYPE_CHECKING:
-    from gemmacli.runners.chat import ChatRunner
-    from gemmacli.runners.embed import EmbedRunner
-    from gemmacli.runners.transcribe import TranscribeRunner
-
-    Runner = ChatRunner | EmbedRunner | TranscribeRunner
 
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 _MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|B)$", re.IGNORECASE)
@@ -104,23 +98,20 @@ class ModelLoader:
         return Prepared(ref, folder, found)
 
     def build(self, prepared: Prepared, options: LoadOptions = LoadOptions(), report: Report = print) -> Runner:
-        """Load the weights of a prepared model into the runner for its task."""
+        """Load the weights of a prepared model into the runner of its task."""
         ref, folder, task = prepared
+        runner = runner_class(task)
         require_safetensors(folder, ref.name)
-        where = placement(options.device, options.dtype, multi_gpu=options.multi_gpu, cpu_bf16=task == "chat",
-                          max_memory=options.max_memory, load_in_8bit=options.load_in_8bit)  # fmt: skip
+        where = placement(
+            options.device,
+            options.dtype,
+            multi_gpu=options.multi_gpu,
+            cpu_bf16=runner.cpu_bf16,
+            max_memory=options.max_memory,
+            load_in_8bit=options.load_in_8bit,
+        )
         report(f"loading {ref.name} on {where.device} ({where.dtype_name})")
-        if task == "chat":
-            from gemmacli.runners.chat import ChatRunner
-
-            return ChatRunner.load(folder, where, name=ref.name, defaults=ref.defaults)
-        if task == "embed":
-            from gemmacli.runners.embed import EmbedRunner
-
-            return EmbedRunner.load(folder, where, name=ref.name)
-        from gemmacli.runners.transcribe import TranscribeRunner
-
-        return TranscribeRunner.load(folder, where, name=ref.name)
+        return runner.load(folder, where, name=ref.name, defaults=ref.defaults)
 
     def load(
         self, name: str, *, task: Task | None = None, options: LoadOptions = LoadOptions(), report: Report = print

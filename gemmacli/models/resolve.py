@@ -91,24 +91,24 @@ def materialize(ref: ModelRef, paths: Paths, report: Report = lambda step: None,
 
 
 def detect_task(folder: Path) -> Task:
-    """The task of an HF folder, from its config (and sentence-transformers' modules.json)."""
-    if (folder / "modules.json").is_file():
-        return "embed"
+    """The task of an HF folder, from its config (and sentence-transformers' modules.json): the first runner
+    in the task table that takes it."""
+    from gemmacli.runners import RUNNERS, detect
+
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
-        raise GemmacliError(f"{folder} has no readable config.json; is it a Hugging Face model folder?") from None
-    model_type = config.get("model_type", "")
-    architectures = " ".join(config.get("architectures") or [])
-    if model_type == "whisper" or "SpeechSeq2Seq" in architectures:
-        return "transcribe"
-    if "CausalLM" in architectures or "ConditionalGeneration" in architectures or model_type.startswith("gemma"):
-        return "chat"
-    if architectures.endswith("Model") or model_type in ("bert", "xlm-roberta", "mpnet", "nomic_bert"):
-        return "embed"
-    raise GemmacliError(
-        f"cannot tell what {folder.name} is for (model_type {model_type!r}); not a chat, embedding or Whisper model"
-    )
+        if (folder / "modules.json").is_file():
+            config = {}  # a sentence-transformers folder may keep its config in a module's folder
+        else:
+            raise GemmacliError(f"{folder} has no readable config.json; is it a Hugging Face model folder?") from None
+    task = detect(config, folder)
+    if task is None:
+        raise GemmacliError(
+            f"cannot tell what {folder.name} is for (model_type {config.get('model_type', '')!r}); "
+            f"not a model for any task gemmacli runs ({', '.join(RUNNERS)})"
+        )
+    return task
 
 
 def task_of(ref: ModelRef, folder: Path) -> Task:

@@ -1,40 +1,51 @@
-"""ChatRunner: Gemma 3 chat (text, and images on the multimodal checkpoints) as a stream of deltas."""
+"""ChatRunner: Gemma chat (text, and images on the multimodal checkpoints) through its decoder.
+
+torch and transformers are imported where a model loads, not at the top: the task table (RUNNERS)
+imports this module, and `gemmacli models` must not pay for torch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from gemmacli.device import Placement, cpu_has_native_bf16
-from gemmacli.errors import ContextLengthError, GemmacliError, InvalidParamError, UnsupportedInputError
-from gemmacli.runners.cpu_linear import pack_linears
-from gemmacli.types import GLOBAL_GEN_DEFAULTS, Completion, Delta, GenParams, Message, TextPart
+from gemmacli.errors import GemmacliError, InvalidParamError, UnsupportedInputError
+from gemmacli.runners.base import Memory, module_memory
+from gemmacli.types import Completion, Delta, GenParams, Message, TextPart
 
-
-@dataclass(frozen=True)
-class Prompt:
-    """A tokenized prompt, ready for the decode loop."""
-
-    input_ids: object  # torch.Tensor (1, T)
-    extra_inputs: dict  # pixel_values, token_type_ids... (prefill only)
-    image_tokens: int = 0
-
-    @property
-    def length(self) -> int:
-        return int(self.input_ids.shape[1])
+if TYPE_CHECKING:
+    from gemmacli.runners.decoder import Decoder, Prompt
 
 
 class ChatRunner:
-    """Owns one chat model and its tokenizer/processor. Not thread-safe: one caller at a time."""
+    """One chat model, its tokenizer (or processor) and the decoder that produces its tokens."""
+
+    task: ClassVar = "chat"
+    cpu_bf16: ClassVar = True  # bf16 roughly doubles decode speed on CPUs with bf16 instructions
 
     def __init__(self, model, processor, *, name: str, defaults: GenParams = GenParams(), placement: Placement):
+        from gemmacli.runners.decoder import Decoder
+
         self.model, self.processor, self.name, self.placement = model, processor, name, placement
         self.tokenizer = getattr(processor, "tokenizer", processor)
-        self.defaults = defaults
         self.vision = getattr(model.config, "vision_config", None) is not None
-        self.context_length = _context_length(model.config)
-        self.eos_ids = _eos_ids(model.generation_config, self.tokenizer)
+        self.decoder: Decoder = Decoder(
+            model,
+            self.tokenizer,
+            eos_ids=_eos_ids(model.generation_config, self.tokenizer),
+            context_length=_context_length(model.config),
+            defaults=defaults,
+            name=name,
+        )
+
+    @classmethod
+    def detects(cls, config: dict, folder: Path) -> bool:
+        architectures = " ".join(config.get("architectures") or [])
+        return any(kind in architectures for kind in ("CausalLM", "ConditionalGeneration")) or config.get(
+            "model_type", ""
+        ).startswith("gemma")
 
     @classmethod
     def load(cls, path: Path, placement: Placement, *, name: str, defaults: GenParams = GenParams()) -> ChatRunner:
@@ -45,6 +56,8 @@ class ChatRunner:
             AutoProcessor,
             AutoTokenizer,
         )
+
+        from gemmacli.runners.cpu_linear import pack_linears
 
         config = AutoConfig.from_pretrained(path)
         vision = getattr(config, "vision_config", None) is not None
@@ -57,7 +70,32 @@ class ChatRunner:
         processor = AutoProcessor.from_pretrained(path) if vision else AutoTokenizer.from_pretrained(path)
         return cls(model.eval(), processor, name=name, defaults=defaults, placement=placement)
 
-    # -- public surface: two streams, everything else derives from them
+    @property
+    def defaults(self) -> GenParams:
+        return self.decoder.defaults
+
+    @property
+    def context_length(self) -> int:
+        return self.decoder.context_length
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        return self.decoder.eos_ids
+
+    # -- the runner protocol
+
+    def warm_up(self) -> None:
+        for _ in self.stream_text("Hello", GenParams(max_tokens=2, temperature=0.0)):
+            pass
+
+    def memory(self) -> Memory:
+        return module_memory(self.model, self.placement)
+
+    def close(self) -> None:
+        self.decoder.close()
+        self.model = self.processor = self.tokenizer = self.decoder = None
+
+    # -- generation: insert into the decoder, step until the sequence ends
 
     def stream(self, messages: Sequence[Message], params: GenParams = GenParams(), **kw) -> Iterator[Delta]:
         """Chat: render the model's chat template, then generate."""
@@ -73,21 +111,52 @@ class ChatRunner:
     def complete_text(self, prompt: str, params: GenParams = GenParams()) -> Completion:
         return collect(self.stream_text(prompt, params))
 
+    def generate(
+        self, prompt: Prompt, params: GenParams = GenParams(), *, cancelled: Callable[[], bool] | None = None
+    ) -> Iterator[Delta]:
+        """Decode `prompt` on a decoder nobody else is using (the CLI, a warm-up): insert, then step until done.
+        Parameters are checked at once, before the first delta is asked for."""
+        if not self.decoder.idle:
+            raise GemmacliError(f"the decoder of {self.name} is busy; the server's engine drives it")
+        seq = self.decoder.insert(prompt, params, cancelled or (lambda: False))
+        return self._drain(seq)
+
+    def _drain(self, seq) -> Iterator[Delta]:
+        try:
+            while not seq.done:
+                for stepped, deltas in self.decoder.step():
+                    if stepped is seq:  # the others are cancelled sequences reporting their end
+                        if seq.error is not None:
+                            raise seq.error
+                        yield from deltas
+        finally:
+            if not seq.done:  # the caller stopped reading: the sequence leaves the decoder now
+                self.decoder.cancel(seq)
+                self.decoder.step()
+
     # -- prompts
 
     def encode_text(self, prompt: str) -> Prompt:
+        from gemmacli.runners.decoder import Prompt
+
         ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"]
-        return Prompt(ids.to(self.model.device), {})
+        return Prompt(ids.to(self.model.device))
+
+    def encode_ids(self, ids: Sequence[int]) -> Prompt:
+        """Token ids fed exactly as given (OpenAI's completions accept them); each must be in the vocabulary."""
+        import torch
+
+        from gemmacli.runners.decoder import Prompt
+
+        vocab = self.decoder.vocab_size
+        if not all(0 <= t < vocab for t in ids):
+            raise InvalidParamError(f"prompt token ids must be between 0 and {vocab - 1}", param="prompt")
+        return Prompt(torch.tensor([list(ids)], device=self.model.device))  # (1, T)
 
     def encode_chat(self, messages: Sequence[Message]) -> Prompt:
-        if not messages:
-            raise InvalidParamError("messages must not be empty", param="messages")
-        if any(m.images for m in messages) and not self.vision:
-            raise UnsupportedInputError(f"model {self.name} is text-only and cannot read images", param="messages")
-        if any(m.audios for m in messages):
-            raise UnsupportedInputError(f"model {self.name} cannot read audio", param="messages")
-        if getattr(self.tokenizer, "chat_template", None) is None:
-            raise UnsupportedInputError(f"model {self.name} has no chat template; use a raw text completion instead")
+        from gemmacli.runners.decoder import Prompt
+
+        self._check_inputs(messages)
         try:
             inputs = self.processor.apply_chat_template(
                 [_message_dict(m) for m in messages],
@@ -107,66 +176,15 @@ class ChatRunner:
         image_tokens = int((input_ids == image_token).sum()) if image_token is not None else 0
         return Prompt(input_ids, dict(inputs), image_tokens)
 
-    # -- generation
-
-    def generate(
-        self, prompt: Prompt, params: GenParams = GenParams(), *, cancelled: Callable[[], bool] = lambda: False
-    ) -> Iterator[Delta]:
-        """Decode `prompt` alone: a batch of one, over the same code a shared batch runs."""
-        batch = self.new_batch()
-        yield from batch.add(self.start(prompt, params, cancelled))
-        while batch:
-            for _, deltas in batch.step():
-                yield from deltas
-
-    def new_batch(self):
-        """An empty ChatBatch of this model: TextGenerations added to it decode together."""
-        from gemmacli.runners.generation import ChatBatch
-
-        return ChatBatch(self.model)
-
-    def start(self, prompt: Prompt, params: GenParams, cancelled: Callable[[], bool] = lambda: False):
-        """A TextGeneration for `prompt`, with the request's, the model's and the global defaults merged."""
-        from gemmacli.runners.generation import TextGeneration
-
-        self._check_context(prompt, params.max_tokens)  # the caller's own max_tokens; defaults only clamp
-        params = params.with_defaults(self.defaults, GLOBAL_GEN_DEFAULTS)
-        return TextGeneration(self, prompt, params, self._max_new_tokens(prompt, params), cancelled)
-
-    def decode_batch(self, prompts: Sequence[str], params: GenParams = GenParams()) -> Iterator[list[int | None]]:
-        """Plain-text prompts decoded as one batch, the way the server runs them: each prefilled alone, then
-        one token for all of them per step. Yields each sequence's new token per step (None once it ended).
-
-        The raw loop without detokenizing, for `gemmacli bench` to time prefill and decode steps.
-        """
-        from gemmacli.runners.batch import DecodeBatch
-
-        params = params.with_defaults(self.defaults, GLOBAL_GEN_DEFAULTS)
-        generations = [self.start(self.encode_text(p), params) for p in prompts]
-        batch = DecodeBatch(self.model)
-        yield [batch.prefill(g.member, g.prompt.input_ids) for g in generations]
-        while batch:
-            produced = {id(member): token for member, token in batch.step()}
-            if produced:
-                yield [produced.get(id(g.member)) for g in generations]
-
-    def _check_context(self, prompt: Prompt, max_tokens: int | None) -> None:
-        """Refuse, as OpenAI and vLLM do, a prompt plus max_tokens that overflows the window (no silent clamp)."""
-        if max_tokens is not None and max_tokens < 1:
-            raise InvalidParamError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
-        asked = prompt.length + (max_tokens or 1)
-        if asked > self.context_length:
-            wanted = f" ({prompt.length} in the prompt, {max_tokens} in the completion)" if max_tokens else ""
-            raise ContextLengthError(
-                f"model {self.name} takes at most {self.context_length} tokens, but this request needs "
-                f"{asked}{wanted}; shorten the prompt or lower max_tokens",
-                param="max_tokens" if max_tokens and prompt.length < self.context_length else "messages",
-            )
-
-    def _max_new_tokens(self, prompt: Prompt, params: GenParams) -> int:
-        """The request's max_tokens, or the default one clamped to the room left in the window."""
-        room = self.context_length - prompt.length
-        return min(params.max_tokens or room, room)
+    def _check_inputs(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            raise InvalidParamError("messages must not be empty", param="messages")
+        if any(m.images for m in messages) and not self.vision:
+            raise UnsupportedInputError(f"model {self.name} is text-only and cannot read images", param="messages")
+        if any(m.audios for m in messages):
+            raise UnsupportedInputError(f"model {self.name} cannot read audio", param="messages")
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise UnsupportedInputError(f"model {self.name} has no chat template; use a raw text completion instead")
 
 
 def collect(deltas: Iterator[Delta]) -> Completion:

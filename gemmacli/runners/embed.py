@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from gemmacli.device import Placement
 from gemmacli.errors import InvalidParamError
-from gemmacli.types import Embeddings
+from gemmacli.runners.base import Memory, module_memory
+from gemmacli.types import Embeddings, GenParams
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,6 +22,10 @@ class EmbedRunner:
     sentence-transformers falls back to as well.
     """
 
+    task: ClassVar = "embed"
+    cpu_bf16: ClassVar = False  # small encoders: bf16 buys little on a CPU
+    ENCODERS: ClassVar = ("bert", "xlm-roberta", "mpnet", "nomic_bert")
+
     def __init__(self, model, *, name: str, placement: Placement):
         self.model, self.name, self.placement = model, name, placement
         self.tokenizer = model.tokenizer
@@ -28,7 +33,16 @@ class EmbedRunner:
         self.max_tokens = int(model.max_seq_length or self.tokenizer.model_max_length)
 
     @classmethod
-    def load(cls, path: Path, placement: Placement, *, name: str) -> EmbedRunner:
+    def detects(cls, config: dict, folder: Path) -> bool:
+        """sentence-transformers' modules.json, or a bare encoder (Gemma's own bare models are chat models)."""
+        model_type, architectures = config.get("model_type", ""), " ".join(config.get("architectures") or [])
+        if (folder / "modules.json").is_file() or model_type in cls.ENCODERS:
+            return True
+        generates = any(kind in architectures for kind in ("CausalLM", "ConditionalGeneration", "SpeechSeq2Seq"))
+        return architectures.endswith("Model") and not generates and not model_type.startswith(("gemma", "whisper"))
+
+    @classmethod
+    def load(cls, path: Path, placement: Placement, *, name: str, defaults: GenParams = GenParams()) -> EmbedRunner:
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(
@@ -39,6 +53,15 @@ class EmbedRunner:
             model_kwargs={"dtype": placement.dtype, "attn_implementation": "sdpa", "use_safetensors": True},
         )
         return cls(model.eval(), name=name, placement=placement)
+
+    def warm_up(self) -> None:
+        self.embed(["warm-up"])
+
+    def memory(self) -> Memory:
+        return module_memory(self.model, self.placement)
+
+    def close(self) -> None:
+        self.model = self.tokenizer = None
 
     def embed(self, texts: Sequence[str], *, dimensions: int | None = None, batch_size: int = 32) -> Embeddings:
         """Unit-norm vectors (N, D); with `dimensions`, cut to the first D and renormalised (Matryoshka style).

@@ -91,3 +91,85 @@ def _offset_in(stored: torch.Tensor, buffer: torch.Tensor | None) -> int | None:
     row = buffer.stride(-2)
     delta = stored.storage_offset() - buffer.storage_offset()
     return delta // row if delta >= 0 and delta % row == 0 else None
+
+
+class BatchCache:
+    """The KV cache of every running sequence, one row each, left-padded to a common length.
+
+    Positions come from each row's own count and the attention mask hides the padding, so a sequence
+    decodes exactly as it would alone. Joining pads the shorter cache on the left; leaving drops rows,
+    then any leading columns that only padding still uses (the way TGI's Python server merged and
+    filtered batches). Sliding-window layers keep only their last `window - 1` positions; every padding
+    step keeps them aligned with the full-attention layers' view of the same buffer.
+    """
+
+    def __init__(self):
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None  # (B, T): 1 on real positions, 0 on padding
+        self.next_position: torch.Tensor | None = None  # (B, 1)
+
+    def join(self, cache: DynamicCache, length: int, device: torch.device) -> None:
+        """Add one row: `cache` holds a prompt of `length` positions, prefilled alone."""
+        mask = torch.ones((1, length), dtype=torch.long, device=device)
+        position = torch.tensor([[length]], device=device)
+        if self.cache is None:
+            self.cache, self.mask, self.next_position = cache, mask, position
+            return
+        width = max(self.mask.shape[1], length)
+        _pad_cache(self.cache, width)
+        _pad_cache(cache, width)
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
+            mine.values = torch.cat([mine.values, theirs.values], dim=0)
+        self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(mask, width)], dim=0)
+        self.next_position = torch.cat([self.next_position, position], dim=0)
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only `rows`, in that order; none left empties the cache."""
+        if not rows:
+            self.clear()
+            return
+        index = torch.tensor(rows, device=self.mask.device)
+        for layer in self.cache.layers:
+            layer.batch_select_indices(index)
+        self.mask, self.next_position = self.mask[index], self.next_position[index]
+        unused = int((self.mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())  # leading all-padding columns
+        if unused:
+            _trim_cache(self.cache, self.mask.shape[1] - unused)
+            self.mask = self.mask[:, unused:]
+
+    def advance(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask and positions of the next decode step, which writes one more position in every row."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
+        positions, self.next_position = self.next_position, self.next_position + 1
+        return self.mask, positions
+
+    def clear(self) -> None:
+        self.cache = self.mask = self.next_position = None
+
+
+def _pad_left(mask: torch.Tensor, length: int) -> torch.Tensor:
+    return torch.nn.functional.pad(mask, (length - mask.shape[1], 0))
+
+
+def _pad_cache(cache: DynamicCache, length: int) -> None:
+    """Left-pad every layer so the buffer covers `length` positions (sliding layers: their window of it)."""
+    for layer in cache.layers:
+        stored = layer.keys.shape[-2]
+        target = min(length, layer.sliding_window - 1) if layer.is_sliding else length
+        if target > stored:
+            layer.keys = torch.nn.functional.pad(layer.keys, (0, 0, target - stored, 0))  # (B, H, T, D)
+            layer.values = torch.nn.functional.pad(layer.values, (0, 0, target - stored, 0))
+        if layer.is_sliding:
+            layer.cumulative_length = length
+
+
+def _trim_cache(cache: DynamicCache, length: int) -> None:
+    """Keep only the last `length` positions of the buffer (the columns dropped are padding for every row)."""
+    for layer in cache.layers:
+        target = min(length, layer.sliding_window - 1) if layer.is_sliding else length
+        if layer.keys.shape[-2] > target:
+            layer.keys = layer.keys[..., -target:, :]
+            layer.values = layer.values[..., -target:, :]
+        if layer.is_sliding:
+            layer.cumulative_length = length

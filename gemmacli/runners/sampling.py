@@ -1,7 +1,8 @@
 """Choosing the next token from logits, cheaply on a 262k vocabulary.
 
 Greedy is a plain argmax. Sampling applies top-k first so that top-p sorts k survivors instead of
-the whole vocabulary; min-p needs no sort at all. Penalties touch only the tokens already seen.
+the whole vocabulary; min-p needs no sort at all. Penalties and logit bias are logits stages that run
+before the sampler (see stages.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ GREEDY_BELOW = 1e-5
 
 @dataclass(frozen=True)
 class SamplingConfig:
+    """A request's sampling fields, checked once: every stage of the pipeline reads its settings here."""
+
     temperature: float
     top_k: int  # 0 = off
     top_p: float  # 1.0 = off
@@ -43,9 +46,15 @@ class SamplingConfig:
         if p.top_k is None or p.top_k < 0:
             raise InvalidParamError(f"top_k must be 0 (off) or a positive integer, got {p.top_k}", param="top_k")
         return cls(
-            p.temperature, p.top_k, p.top_p or 1.0, p.min_p, p.repetition_penalty,
-            p.frequency_penalty, p.presence_penalty, p.seed,
-        )  # fmt: skip
+            temperature=p.temperature,
+            top_k=p.top_k,
+            top_p=p.top_p or 1.0,
+            min_p=p.min_p,
+            repetition_penalty=p.repetition_penalty,
+            frequency_penalty=p.frequency_penalty,
+            presence_penalty=p.presence_penalty,
+            seed=p.seed,
+        )
 
     @property
     def greedy(self) -> bool:
@@ -53,34 +62,22 @@ class SamplingConfig:
         return self.temperature < GREEDY_BELOW or self.top_k == 1
 
     @property
-    def plain_greedy(self) -> bool:
-        """The argmax of the raw logits: what a batch can compute for many rows in one call."""
-        return self.greedy and not self.penalised
-
-    @property
     def penalised(self) -> bool:
         return self.repetition_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
 
 
 class Sampler:
-    """Picks one token per step for one sequence; keeps the token counts its penalties need."""
+    """Picks one token per step for one sequence, with its own seeded generator."""
 
-    def __init__(self, config: SamplingConfig, prompt_ids: torch.Tensor, vocab_size: int, device: torch.device):
+    def __init__(self, config: SamplingConfig, device: torch.device):
         self.config = config
         self.generator = None
         if config.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(config.seed)
-        self.seen = self.output_counts = None
-        if config.penalised:
-            self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
-            self.seen[prompt_ids.to(device)] = True
-            self.output_counts = torch.zeros(vocab_size, dtype=torch.float32, device=device)
 
     def __call__(self, logits: torch.Tensor) -> int:
         """logits: (V,) float32 for the last position -> the chosen token id."""
         c = self.config
-        if c.penalised:
-            logits = self._penalise(logits)
         if c.greedy:
             return int(logits.argmax())
         logits = logits / c.temperature
@@ -95,21 +92,6 @@ class Sampler:
             probs = torch.where(probs < c.min_p * probs.max(), 0.0, probs)
         choice = int(torch.multinomial(probs, 1, generator=self.generator))
         return int(indices[choice]) if indices is not None else choice
-
-    def observe(self, token: int) -> None:
-        if self.output_counts is not None:
-            self.output_counts[token] += 1
-            self.seen[token] = True
-
-    def _penalise(self, logits: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        logits = logits.clone()
-        if c.repetition_penalty != 1.0:
-            seen = logits[self.seen]
-            logits[self.seen] = torch.where(seen > 0, seen / c.repetition_penalty, seen * c.repetition_penalty)
-        if c.frequency_penalty or c.presence_penalty:
-            logits -= c.frequency_penalty * self.output_counts + c.presence_penalty * (self.output_counts > 0)
-        return logits
 
 
 def _top_p(sorted_logits: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -40,6 +40,11 @@ class StopMatcher:
         self.held = ""
         self.stopped = False
 
+    @classmethod
+    def build(cls, stops: Sequence[str]) -> StopMatcher | None:
+        """An output stage for the request's stop strings; None when it has none."""
+        return cls(stops) if any(stops) else None
+
     def feed(self, piece: str) -> str:
         """The text safe to emit now; sets `stopped` (and drops the rest) once a stop string appears."""
         if not self.stops:

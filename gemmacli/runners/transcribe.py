@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from gemmacli.errors import GemmacliError, InvalidParamError, MediaError, UnsupportedInputError
-from gemmacli.types import AudioPart, Segment, TranscribeOptions, Transcript, Word
+from gemmacli.runners.base import Memory, module_memory
+from gemmacli.types import AudioPart, GenParams, Segment, TranscribeOptions, Transcript, Word
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,13 +51,23 @@ class Window:
 class TranscribeRunner:
     """One Whisper model: `transcribe(audio, options) -> Transcript`. Not thread-safe: one caller at a time."""
 
-    def __init__(self, pipe: Any, name: str, *, english_only: bool):
+    task: ClassVar = "transcribe"
+    cpu_bf16: ClassVar = False  # a small encoder-decoder: bf16 buys little on a CPU
+
+    def __init__(self, pipe: Any, name: str, *, english_only: bool, placement: Placement | None = None):
         self._pipe = pipe
         self._name = name
         self._english_only = english_only
+        self.placement = placement
 
     @classmethod
-    def load(cls, path: Path, placement: Placement, name: str) -> TranscribeRunner:
+    def detects(cls, config: dict, folder: Path) -> bool:
+        return config.get("model_type") == "whisper" or "SpeechSeq2Seq" in " ".join(config.get("architectures") or [])
+
+    @classmethod
+    def load(
+        cls, path: Path, placement: Placement, *, name: str, defaults: GenParams = GenParams()
+    ) -> TranscribeRunner:
         from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
 
         try:
@@ -76,7 +87,18 @@ class TranscribeRunner:
             device=device,
             dtype=placement.dtype,  # input features must match the weights' dtype
         )
-        return cls(pipe, name, english_only=_is_english_only(model))
+        return cls(pipe, name, english_only=_is_english_only(model), placement=placement)
+
+    def warm_up(self) -> None:
+        import numpy as np
+
+        self.transcribe(AudioPart(np.zeros(SAMPLE_RATE, dtype=np.float32)), TranscribeOptions())
+
+    def memory(self) -> Memory:
+        return module_memory(getattr(self._pipe, "model", None), self.placement)
+
+    def close(self) -> None:
+        self._pipe = None
 
     @property
     def name(self) -> str:
@@ -129,14 +151,7 @@ class TranscribeRunner:
                     f"model {self._name!r} is English-only; it cannot transcribe language {options.language!r}"
                 )
             return "en"
-        if language is None:
-            return None
-        from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-        code = TO_LANGUAGE_CODE.get(language, language)
-        if code not in LANGUAGES:
-            raise InvalidParamError(f"unknown language {options.language!r} for Whisper", param="language")
-        return code
+        return language_code(language)
 
     def _run(self, samples: np.ndarray, windows: list[Window], options: TranscribeOptions, language: str | None):
         kwargs: dict[str, Any] = {"generate_kwargs": self._generate_kwargs(options, language)}
@@ -189,6 +204,20 @@ class TranscribeRunner:
             )
             for i, (text, start, end) in enumerate(spans)
         )
+
+
+def language_code(language: str | None) -> str | None:
+    """Whisper's code for a language name or code ("German", "de"); None for none. Needs no model, so the
+    server checks it before loading one."""
+    language = (language or "").strip().lower() or None
+    if language is None:
+        return None
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    code = TO_LANGUAGE_CODE.get(language, language)
+    if code not in LANGUAGES:
+        raise InvalidParamError(f"unknown language {language!r} for Whisper", param="language")
+    return code
 
 
 def token_budget(seconds: float) -> int:

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP server: `create_app(registry, settings)` over the same runners as the CLI."""
+"""The OpenAI-compatible HTTP server: `create_app(settings)` over the same runners as the CLI."""
 
 from gemmacli.server.app import create_app
 

@@ -1,8 +1,9 @@
-"""create_app: the Litestar application around a registry of runners and one engine."""
+"""create_app: the Litestar application around the model manager and one engine."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -12,10 +13,10 @@ from gemmacli import __version__
 from gemmacli.server import errors, openapi
 from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
+from gemmacli.server.loaded import LoadedModel
 from gemmacli.server.metrics import Metrics
 from gemmacli.server.middleware import Access, request_context
 from gemmacli.server.models_manager import ModelManager, release_leases
-from gemmacli.server.registry import Registry
 from gemmacli.server.remote_media import RemoteMedia
 from gemmacli.server.routes import admin, audio, chat, completions, embeddings, meta
 from gemmacli.server.services import Services
@@ -30,23 +31,23 @@ ROUTES = [
 
 
 def create_app(
-    registry: Registry,
     settings: ServerSettings = ServerSettings(),
     *,
+    models: Sequence[LoadedModel] = (),
     engine: Engine | None = None,
     metrics: Metrics | None = None,
     on_startup: list = (),
     loader=None,
     preload: list | None = None,
 ) -> Litestar:
-    """Everything the app uses is passed in: tests hand it ready runners; `gemmacli serve` hands it a loader
-    and the prepared models to `preload` (the manager loads them, and others on demand, with `loader`)."""
+    """Everything the app uses is passed in: tests hand it `models` already loaded; `gemmacli serve` hands it a
+    loader and the prepared models to `preload` (the manager loads them, and others on demand, with `loader`)."""
     metrics = metrics or Metrics()
     engine = engine or Engine(max_running=settings.max_batch, max_queue=settings.max_queue,
                               on_change=metrics.engine_changed)  # fmt: skip
-    models = ModelManager.from_settings(registry, engine, settings, loader)
-    services = Services(registry, engine, metrics, settings, EmbedBatcher.from_settings(engine, metrics, settings),
-                        models, remote_media=RemoteMedia.from_settings(settings))  # fmt: skip
+    manager = ModelManager.from_settings(engine, settings, models=models, loader=loader)
+    batcher = EmbedBatcher.from_settings(engine, metrics, settings)
+    services = Services(engine, metrics, settings, batcher, manager, remote_media=RemoteMedia.from_settings(settings))
     access = Access.from_settings(settings)
 
     def start_engine() -> None:
@@ -54,7 +55,7 @@ def create_app(
             engine.start()
 
     def stop_engine() -> None:
-        models.stop()
+        manager.stop()
         engine.stop(timeout=5)
 
     def complete_openapi() -> None:
@@ -66,7 +67,7 @@ def create_app(
             logging.getLogger("gemmacli.server").exception("cannot complete the OpenAPI document")
 
     async def start_models() -> None:
-        models.start(preload)
+        manager.start(preload)
 
     app = Litestar(
         route_handlers=ROUTES,

@@ -1,11 +1,14 @@
 """The engine: the one thread that touches models, its queue, and cancellation.
 
 Exactly one thread runs model code, because torch models and tokenizers are not safe to share
-between threads and because one thread keeps the cores busy without contention. Requests are jobs:
-a function that, on that thread, returns an iterator of results. The thread keeps up to
-`max_running` jobs active and advances each by one item (for chat, one decoded token) in turn, so
-streams interleave fairly; results cross back to the event loop with `call_soon_threadsafe`, and
-exceptions travel the same way. A cancelled job (client gone, timeout) is dropped before its next step.
+between threads and because one thread keeps the cores busy without contention. Requests are jobs: a
+function that, on that thread, returns an iterator of results, or a Generation: sequences it inserted
+into a chat model's decoder. The thread keeps up to `max_running` jobs active. Each turn it advances
+every plain job by one result, then steps every decoder that has sequences once (a prefill, or one
+token for all of them), so streams interleave fairly and a model's requests decode as one batch.
+Results cross back to the event loop with `call_soon_threadsafe`, and exceptions travel the same way.
+A cancelled job (client gone, timeout) is dropped before its next step; its sequences leave their
+decoder at its next step.
 """
 
 from __future__ import annotations
@@ -14,27 +17,32 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from gemmacli.server.memory import is_out_of_memory, release_memory
+from gemmacli.types import Delta, GenParams
 
-Work = Callable[[Callable[[], bool]], Any]  # gets an is-cancelled check; returns an iterator or a Batched
+Work = Callable[[Callable[[], bool]], Any]  # gets an is-cancelled check; returns an iterator, or a Generation
+
+
+class Decoder(Protocol):
+    """What the engine needs of a chat runner's decoder (gemmacli.runners.decoder.Decoder)."""
+
+    def insert(self, prompt: Any, params: GenParams, cancelled: Callable[[], bool]) -> Any: ...
+    def step(self) -> list[tuple[Any, list[Delta]]]: ...
+    def cancel(self, seq: Any) -> None: ...
+    def __len__(self) -> int: ...
 
 
 @dataclass(frozen=True)
-class Batched:
-    """What a job's work returns to decode inside a batch shared with other jobs of the same `key`.
+class Generation:
+    """What a generating job's work returns: its sequences, inserted into `decoder`; a sequence's index is
+    its choice."""
 
-    The engine keeps one batch per key (e.g. a ChatBatch per chat model), made by `new_batch()`; a batch
-    needs add(item) -> first results, step() -> [(item, results)], reset() and len(); an item is finished
-    when its `finished` attribute is true.
-    """
-
-    key: Any
-    item: Any
-    new_batch: Callable[[], Any]
+    decoder: Decoder
+    seqs: tuple[Any, ...]
 
 
 class Overloaded(Exception):
@@ -59,7 +67,8 @@ class Job:
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     results: Iterator[Any] | None = None
-    batch: Any = None  # set when the job decodes inside a shared batch
+    generation: Generation | None = None  # set once its sequences are in a decoder
+    unfinished: int = 0  # of those sequences
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -80,8 +89,8 @@ class Engine:
         self.max_running, self.max_queue = max(1, max_running), max(0, max_queue)
         self._inbox: queue.Queue[Job | None] = queue.Queue()
         self._active: list[Job] = []
-        self._owners: dict[int, Job] = {}  # id(batched item) -> its job
-        self._batches: dict[int, Any] = {}  # id(batch key) -> the batch its jobs decode in
+        self._owners: dict[Any, tuple[Job, int]] = {}  # sequence -> its job and its choice index
+        self._decoders: dict[Decoder, None] = {}  # decoders with sequences, in the order they got them
         self._waiting = 0  # jobs submitted and not yet started, for admission control
         self._lock = threading.Lock()
         self._on_change = on_change or (lambda running, waiting: None)
@@ -133,23 +142,25 @@ class Engine:
         finally:
             job.cancel()
 
-    async def call(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
+    def generate(
+        self,
+        decoder: Decoder,
+        prompts: Callable[[], Sequence[Any]],
+        params: GenParams,
+        timeout: float | None = None,
+    ) -> AsyncIterator[tuple[int, Delta]]:
+        """(choice index, delta) pairs of `prompts` decoding in `decoder`, beside its other sequences.
+
+        `prompts` runs on the inference thread (tokenizers live there); every prompt is inserted before any
+        decodes, so a bad one fails the request before it produces anything.
+        """
+        return self.stream(lambda cancelled: _insert(decoder, prompts(), params, cancelled), timeout)
+
+    async def call(self, fn: Callable[[], Any], timeout: float | None = None, *, admit: bool = True) -> Any:
         """Run `fn()` on the inference thread and return its result."""
-        async for result in self.stream(lambda cancelled: iter((fn(),)), timeout):
+        async for result in self.stream(lambda cancelled: iter((fn(),)), timeout, admit=admit):
             return result
         raise EngineStopped("the job ended without a result")
-
-    async def drop_batch(self, key: Any) -> None:
-        """Forget the shared batch of `key` (a model being unloaded): it holds the model, which could not be freed.
-
-        On the inference thread, which alone touches batches; none of the model's jobs may still run.
-        """
-        if not self.alive:
-            self._batches.pop(id(key), None)
-            return
-        drop = lambda cancelled: iter((self._batches.pop(id(key), None) is not None,))  # noqa: E731
-        async for _ in self.stream(drop, admit=False):
-            pass
 
     def _submit(self, work: Work, admit: bool = True) -> Job:
         if self._stopping or not self.alive:
@@ -176,18 +187,18 @@ class Engine:
                 with self._lock:
                     self._waiting -= 1
                 self._active.append(job)
-        for job in self._active:
-            job.send(_ERROR, EngineStopped("the server is shutting down"))
-        self._active.clear()
+        for job in list(self._active):
+            self._finish(job, _ERROR, EngineStopped("the server is shutting down"))
         self._changed()
 
     def _advance(self) -> None:
-        """One step for every active job. A method of its own so that its loop variables die with it: left in
-        `_run`'s frame while the thread waits, the last job or batch would keep an unloaded model alive."""
-        for job in [j for j in self._active if j.batch is None]:
+        """One turn: every plain job by one result, then every decoder by one step. A method of its own so that
+        its loop variables die with it: left in `_run`'s frame while the thread waits, the last job or decoder
+        would keep an unloaded model alive."""
+        for job in [j for j in self._active if j.generation is None]:
             self._step(job)
-        for batch in {id(j.batch): j.batch for j in self._active if j.batch is not None}.values():
-            self._step_batch(batch)
+        for decoder in list(self._decoders):
+            self._step_decoder(decoder)
 
     def _admit(self) -> bool:
         """Take new jobs while there is room; block only when nothing is running. False means stop."""
@@ -212,8 +223,8 @@ class Engine:
                 raise StopIteration
             if job.results is None:
                 started = job.work(lambda: job.cancelled)
-                if isinstance(started, Batched):
-                    return self._join(job, started)
+                if isinstance(started, Generation):
+                    return self._adopt(job, started)
                 job.results = iter(started)
             job.send(_ITEM, next(job.results))
         except StopIteration:
@@ -221,42 +232,49 @@ class Engine:
         except BaseException as exc:  # the job's own failure: report it, keep serving the others
             self._finish(job, _ERROR, exc)
 
-    def _join(self, job: Job, started: Batched) -> None:
-        """Prefill the job's item into its shared batch; from now on the batch's steps feed it."""
-        batch = self._batches.get(id(started.key))
-        if batch is None:
-            batch = self._batches[id(started.key)] = started.new_batch()
-        for result in batch.add(started.item):
-            job.send(_ITEM, result)
-        if started.item.finished:
-            return self._finish(job, _DONE)
-        job.batch, job.results = batch, None
-        self._owners[id(started.item)] = job
+    def _adopt(self, job: Job, generation: Generation) -> None:
+        """From now on the job's results come from its decoder's steps."""
+        job.generation, job.unfinished = generation, len(generation.seqs)
+        for index, seq in enumerate(generation.seqs):
+            self._owners[seq] = (job, index)
+        self._decoders[generation.decoder] = None
 
-    def _step_batch(self, batch: Any) -> None:
-        """One step for every job in `batch`; a failure of the step fails exactly the jobs inside it."""
+    def _step_decoder(self, decoder: Decoder) -> None:
+        """One step of `decoder`: each sequence's deltas go to its job; a failed sequence fails its job."""
         try:
-            stepped = batch.step()
-        except BaseException as exc:
-            batch.reset()
-            for key, job in list(self._owners.items()):
-                if job.batch is batch:
-                    del self._owners[key]
-                    self._finish(job, _ERROR, exc)
+            stepped = decoder.step()
+        except BaseException as exc:  # the decoder reports its failures per sequence: this is a bug in it
+            for job in {job for job, _ in self._owners.values() if job.generation.decoder is decoder}:
+                self._finish(job, _ERROR, exc)
+            del self._decoders[decoder]
             return
-        for item, results in stepped:
-            job = self._owners[id(item)]
-            for result in results:
-                job.send(_ITEM, result)
-            if item.finished:
-                del self._owners[id(item)]
-                self._finish(job, _DONE)
+        for seq, deltas in stepped:
+            owner = self._owners.get(seq)
+            if owner is None:  # its job already ended (another of its sequences failed)
+                continue
+            job, index = owner
+            if seq.error is not None:
+                self._finish(job, _ERROR, seq.error)
+                continue
+            for delta in deltas:
+                job.send(_ITEM, (index, delta))
+            if seq.done:
+                del self._owners[seq]
+                job.unfinished -= 1
+                if not job.unfinished:
+                    self._finish(job, _DONE)
+        if not len(decoder):
+            del self._decoders[decoder]  # nothing left to step: the engine no longer holds it (or its model)
 
     def _finish(self, job: Job, kind: str, value: Any = None) -> None:
         close = getattr(job.results, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
                 close()
+        if job.generation is not None:  # its sequences still decoding (one failed, or the engine stops) end now
+            for seq in job.generation.seqs:
+                if self._owners.pop(seq, None) is not None and not seq.done:
+                    job.generation.decoder.cancel(seq)
         self._active.remove(job)
         if kind == _ERROR and is_out_of_memory(value):
             release_memory(value)  # the next request must find the memory free again
@@ -264,3 +282,16 @@ class Engine:
 
     def _changed(self) -> None:
         self._on_change(len(self._active), self._waiting)
+
+
+def _insert(decoder: Decoder, prompts: Sequence[Any], params: GenParams, cancelled: Callable[[], bool]) -> Generation:
+    """Every prompt into `decoder`, or none: one that fails takes the ones inserted before it out again."""
+    seqs = []
+    try:
+        for prompt in prompts:
+            seqs.append(decoder.insert(prompt, params, cancelled))
+    except BaseException:
+        for seq in seqs:
+            decoder.cancel(seq)
+        raise
+    return Generation(decoder, tuple(seqs))

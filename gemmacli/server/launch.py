@@ -16,7 +16,7 @@ import uvicorn
 from gemmacli.device import set_threads
 from gemmacli.errors import GemmacliError, ModelUnavailableError
 from gemmacli.models.loader import ModelLoader, Prepared
-from gemmacli.server.registry import Registry
+from gemmacli.server.models_manager import load_options
 from gemmacli.server.settings import DEFAULT_CHAT_MODEL, ServerSettings
 from gemmacli.settings import Paths
 
@@ -50,14 +50,15 @@ def serve(settings: ServerSettings, report) -> None:
     from gemmacli.server.middleware import Access
     from gemmacli.server.remote_media import RemoteMedia
 
-    # A bad access or media flag fails at once, before any download.
-    Access.from_settings(settings), RemoteMedia.from_settings(settings)
+    # A bad access, media or placement flag fails at once, before any download.
+    Access.from_settings(settings)
+    RemoteMedia.from_settings(settings)
+    load_options(settings)
     set_threads(settings.threads)
     loader = ModelLoader(paths=_paths(settings))
     prepared = prepare_models(settings, loader, report)
     configure_logging(settings.log_level)
-    registry = Registry(ready=False)
-    app = create_app(registry, settings, loader=loader, preload=prepared)  # the model manager loads them
+    app = create_app(settings, loader=loader, preload=prepared)  # the model manager loads them
     auth = bool(settings.api_keys or settings.api_key_file)
     log.info("listening", extra={"url": f"http://{settings.host}:{settings.port}", "auth": auth})
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,

@@ -10,24 +10,12 @@ import contextlib
 import ctypes
 import gc
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from gemmacli.models.loader import ModelLoader, Prepared
-from gemmacli.types import GenParams, Task
+from gemmacli.types import Task
 
 _SERVABLE = ("ready", "demo")  # listing statuses that load without a download
-
-
-@dataclass(frozen=True)
-class Placed:
-    """Where a loaded model's weights are, read from the weights themselves."""
-
-    device: str
-    dtype: str
-    placement: str  # "single" or accelerate's device map, summarized as "cuda:0×20, cpu×6"
-    memory_bytes: int  # parameters and buffers
 
 
 def aliases(given: str, item: Prepared) -> tuple[str, ...]:
@@ -39,21 +27,6 @@ def aliases(given: str, item: Prepared) -> tuple[str, ...]:
     if item.ref.repo_id:
         names.add(item.ref.repo_id)
     return tuple(sorted(n for n in names if n != item.ref.name))
-
-
-def warm_up(task: str, runner) -> None:
-    """One tiny request per model, so the first user does not pay for lazy initialisation."""
-    if task == "chat":
-        for _ in runner.stream_text("Hello", GenParams(max_tokens=2, temperature=0.0)):
-            pass
-    elif task == "embed":
-        runner.embed(["warm-up"])
-    else:
-        import numpy as np
-
-        from gemmacli.types import AudioPart, TranscribeOptions
-
-        runner.transcribe(AudioPart(np.zeros(16_000, dtype=np.float32)), TranscribeOptions())
 
 
 def available(loader: ModelLoader) -> dict[str, tuple[str, Task]]:
@@ -71,43 +44,6 @@ def available(loader: ModelLoader) -> dict[str, tuple[str, Task]]:
         for spelling in filter(None, spellings):
             names.setdefault(spelling.lower(), target)
     return names
-
-
-def describe(runner: Any) -> Placed:
-    """Device, dtype, layer placement and parameter bytes of a runner's torch module."""
-    module = _module(runner)
-    if module is None:
-        return Placed("unknown", "unknown", "single", 0)
-    tensors = [*module.parameters(), *module.buffers()]
-    memory = sum(t.numel() * t.element_size() for t in tensors)
-    first = next(iter(module.parameters()), None)
-    device = str(first.device) if first is not None else "unknown"
-    dtype = str(first.dtype).removeprefix("torch.") if first is not None else "unknown"
-    device_map = getattr(module, "hf_device_map", None)
-    return Placed(device, dtype, _summarize(device_map, getattr(runner, "placement", None)), memory)
-
-
-def _module(runner: Any):
-    """The nn.Module inside a chat, embedding (sentence-transformers) or Whisper (pipeline) runner."""
-    for candidate in (getattr(runner, "model", None), getattr(getattr(runner, "_pipe", None), "model", None)):
-        if candidate is not None and hasattr(candidate, "parameters"):
-            return candidate
-    return None
-
-
-def _summarize(device_map: dict | None, placement: Any = None) -> str:
-    """Accelerate's module -> device map as counts per device ("cuda:0×20, cpu×6"); "auto" (with its caps)
-    when accelerate placed it all on one device; "single" when we did."""
-    if not device_map:
-        if placement is None or not placement.device_map_auto:
-            return "single"
-        caps = ", ".join(f"{d}={size}" for d, size in placement.max_memory)
-        return "auto" + (f" (max {caps})" if caps else "") + (", int8" if placement.load_in_8bit else "")
-    counts: dict[str, int] = {}
-    for where in device_map.values():
-        name = f"cuda:{where}" if isinstance(where, int) else str(where)
-        counts[name] = counts.get(name, 0) + 1
-    return ", ".join(f"{name}×{n}" for name, n in counts.items())
 
 
 def release_memory() -> None:

@@ -1,8 +1,11 @@
 """The model manager: which models are in memory, loading them when asked, unloading them when not used.
 
-Bookkeeping runs on the event loop only, so it needs no locks. Loading and freeing run on one loader
-thread of their own: a model being loaded is not shared with anybody yet, so the inference thread keeps
-decoding the other models meanwhile, and one load at a time bounds the memory peak.
+Each model in memory is one LoadedModel record in one dict: its runner, the names it answers to, its
+statistics and its leases. Unloading is popping that record and closing its runner.
+
+Bookkeeping runs on the event loop only, so it needs no locks. Loading runs on one loader thread of its
+own: a model being loaded is not shared with anybody yet, so the inference thread keeps decoding the
+other models meanwhile, and one load at a time bounds the memory peak.
 
 Requests hold a lease on their model from lookup until their HTTP exchange ends (`release_leases`
 wraps the app); a model with leases, or with requests waiting for it to load, is never unloaded. With
@@ -18,8 +21,8 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -28,70 +31,29 @@ from gemmacli.models.loader import LoadOptions, ModelLoader, Prepared, parse_max
 from gemmacli.server import model_loading
 from gemmacli.server.engine import Engine, EngineStopped
 from gemmacli.server.errors import APIError
+from gemmacli.server.loaded import LEASES, LoadedModel, ModelView, Policy
 from gemmacli.server.logs import redact
-from gemmacli.server.model_loading import Placed
-from gemmacli.server.registry import Registry, ServedModel
 from gemmacli.types import Task
 
 log = logging.getLogger("gemmacli.server")
-LEASES = "gemmacli.model_leases"  # key of the request's leases in the ASGI scope's state
-
-
-@dataclass(frozen=True)
-class Policy:
-    load_on_demand: bool = False  # any model on this machine may be named, not only the preloaded ones
-    max_loaded: int = 0  # 0 = no limit
-    idle_unload: float = 0.0  # seconds; 0 = never
-    load_wait: float = 30.0  # seconds a load waits for a place before 503
-    request_timeout: float = 600.0
-    warmup: bool = True
-
-    @classmethod
-    def from_settings(cls, s) -> Policy:
-        return cls(s.load_on_demand, s.max_loaded, s.idle_unload, s.load_wait, s.request_timeout, s.warmup)
-
-
-@dataclass(eq=False)
-class Slot:
-    """A model in memory and what /admin/stats says about it."""
-
-    served: ServedModel
-    placed: Placed
-    loaded_at: float = field(default_factory=time.time)
-    last_used: float = field(default_factory=time.time)
-    in_flight: int = 0
-    requests: int = 0
-
-
-@dataclass(frozen=True)
-class ModelView:
-    """One row of /v1/models: a model in memory, being loaded, or loadable ("available")."""
-
-    id: str
-    task: Task
-    status: str  # loaded | loading | available
-    served: ServedModel | None = None
-
-
-class Lease:
-    """A request's hold on its model; released once, when the request's HTTP exchange ends."""
-
-    def __init__(self, manager: ModelManager, slot: Slot):
-        self._manager, self._slot = manager, slot
-
-    def release(self) -> None:
-        if self._slot is not None:
-            slot, self._slot = self._slot, None  # a released lease must not keep the model alive
-            self._manager._released(slot)
 
 
 class ModelManager:
-    def __init__(self, registry: Registry, engine: Engine, *, loader: ModelLoader | None = None,
-                 options: LoadOptions = LoadOptions(), policy: Policy = Policy()):  # fmt: skip
-        self.registry, self.engine, self.loader, self.options, self.policy = registry, engine, loader, options, policy
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        models: Sequence[LoadedModel] = (),
+        loader: ModelLoader | None = None,
+        options: LoadOptions = LoadOptions(),
+        policy: Policy = Policy(),
+    ):
+        self.engine, self.loader, self.options, self.policy = engine, loader, options, policy
         self.started = time.time()
+        self.ready = True  # every preloaded model is in memory and warmed up (see start)
+        self.failure: str | None = None  # why preloading failed, for /health
         self.loads = 0  # models loaded since start (preloads included)
-        self._slots = {m.id: Slot(m, model_loading.describe(m.runner)) for m in registry}
+        self._models: dict[str, LoadedModel] = {m.id: m for m in models}
         self._known: dict[str, Prepared] = {}  # every name of a model loaded once -> how to load it again
         self._loading: dict[str, asyncio.Future] = {}  # model id -> its one load
         self._wanted: Counter[str] = Counter()  # model id -> requests waiting for it to load
@@ -102,17 +64,17 @@ class ModelManager:
         self._tasks: set[asyncio.Task] = set()
 
     @classmethod
-    def from_settings(cls, registry: Registry, engine: Engine, settings, loader: ModelLoader | None) -> ModelManager:
-        options = LoadOptions(device=settings.device, dtype=settings.dtype, load_in_8bit=settings.load_in_8bit,
-                              max_memory=parse_max_memory(settings.max_memory))  # fmt: skip
-        return cls(registry, engine, loader=loader, options=options.check(), policy=Policy.from_settings(settings))
+    def from_settings(cls, engine: Engine, settings, *, models=(), loader: ModelLoader | None = None) -> ModelManager:
+        options, policy = load_options(settings), Policy.from_settings(settings)
+        return cls(engine, models=models, loader=loader, options=options, policy=policy)
 
     # -- lifecycle
 
     def start(self, preload: list[tuple[str, Prepared]] | None = None) -> None:
-        """On the event loop at startup: load `preload` in order, then mark the registry ready (without
-        one, readiness is the caller's), and watch for idle models."""
+        """On the event loop at startup: load `preload` in order (ready once they all are), and watch for
+        idle models."""
         if preload is not None:
+            self.ready = False
             self._spawn(self._preload(list(preload)), "gemmacli-preload")
         if self.policy.idle_unload > 0:
             self._spawn(self._unload_idle(), "gemmacli-idle-unload")
@@ -122,61 +84,65 @@ class ModelManager:
             task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    # -- lookups
+
+    def find(self, name: str) -> LoadedModel | None:
+        """The model in memory that answers to `name` (its id or an alias, any case)."""
+        key = name.strip().lower()
+        return next((m for m in self._models.values() if key in m.names), None)
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._models.values())
+
+    def _not_served(self, name: str, task: Task, found: LoadedModel | None = None) -> ModelNotFoundError:
+        served = ", ".join(m.id for m in self._models.values() if m.task == task) or "none"
+        what = f"model {name!r} is not served" if found is None else f"model {name!r} is a {found.task} model"
+        return ModelNotFoundError(f"{what}; {task} models here: {served}", param="model")
+
     # -- requests
 
-    async def acquire(self, name: str | None, task: Task, scope: dict | None) -> ServedModel:
+    async def acquire(self, name: str | None, task: Task, scope: dict | None) -> LoadedModel:
         """The model named `name` for `task`, loading it first if need be; leased until the HTTP exchange
         of `scope` (its ASGI scope) ends. 404 when no such model may be served."""
         deadline = asyncio.get_running_loop().time() + self.policy.request_timeout
         name = (name or "").strip()
-        if (served := self.registry.find(name)) is None:
+        if (model := self.find(name)) is None:
             prepared = await self._loadable(name)
             if prepared is None:
-                self.registry.get(name, task)  # raises the 404 that lists what is served
+                raise self._not_served(name, task)
             if prepared.task != task:
-                raise ModelNotFoundError(f"model {name!r} is a {prepared.task} model, not a {task} model",
-                                         param="model")  # fmt: skip
-            served = await self._wait_loaded(name, prepared, deadline)
-        else:
-            served = self.registry.get(name, task)
-        lease = Lease(self, self._lease(served.id))
+                raise ModelNotFoundError(
+                    f"model {name!r} is a {prepared.task} model, not a {task} model", param="model"
+                )
+            model = await self._wait_loaded(name, prepared, deadline)
+        if model.task != task:
+            raise self._not_served(name, task, model)
+        lease = model.lease(self._notify)
         if scope is not None:
             scope.setdefault("state", {}).setdefault(LEASES, []).append(lease)
-        return served
+        return model
 
-    async def _wait_loaded(self, name: str, prepared: Prepared, deadline: float) -> ServedModel:
+    async def _wait_loaded(self, name: str, prepared: Prepared, deadline: float) -> LoadedModel:
         """Wait for the model's load (starting it if nobody has); counted as wanted meanwhile, so nobody
         unloads it between its load and this request's lease."""
         model_id = prepared.ref.name
         self._wanted[model_id] += 1
         try:
-            while (served := self.registry.find(model_id)) is None:
+            while (model := self._models.get(model_id)) is None:
                 remaining = deadline - asyncio.get_running_loop().time()
                 await asyncio.wait_for(asyncio.shield(self._load_once(name, prepared)), max(0.0, remaining))
-            return served
+            return model
         finally:
             self._wanted[model_id] -= 1
             if not self._wanted[model_id]:
                 del self._wanted[model_id]
 
-    def _lease(self, model_id: str) -> Slot:
-        slot = self._slots[model_id]
-        slot.in_flight += 1
-        slot.last_used = time.time()
-        return slot
-
-    def _released(self, slot: Slot) -> None:
-        slot.in_flight -= 1
-        slot.requests += 1
-        slot.last_used = time.time()
-        self._notify()
-
     # -- admin
 
-    async def load(self, name: str) -> ServedModel:
+    async def load(self, name: str) -> LoadedModel:
         """POST /admin/load: load `name` now (no-op when loaded); 404 when it may not be served."""
-        if (served := self.registry.find(name)) is not None:
-            return served
+        if (model := self.find(name)) is not None:
+            return model
         prepared = await self._loadable(name)
         if prepared is None:
             raise ModelNotFoundError(f"model {name!r} is not available on this server", param="model")
@@ -185,39 +151,41 @@ class ModelManager:
 
     async def unload(self, name: str) -> str | None:
         """POST /admin/unload: free `name` now; its id, or None when it was not loaded. 404 unknown, 409 busy."""
-        served = self.registry.find(name)
-        if served is None:
+        model = self.find(name)
+        if model is None:
             model_id = self._known[name.lower()].ref.name if name.lower() in self._known else None
             if model_id in self._loading:
                 raise APIError(409, f"model {model_id!r} is loading; unload it once it is ready", code="model_busy")
             if model_id is None and await self._loadable(name) is None:
                 raise ModelNotFoundError(f"model {name!r} is not available on this server", param="model")
             return None
-        model_id = served.id
-        del served  # held across the unload's awaits, it would keep the weights alive
-        if busy := self._slots[model_id].in_flight + self._wanted[model_id]:
+        model_id = model.id
+        del model  # held across the unload's awaits, it would keep the weights alive
+        if busy := self._models[model_id].in_flight + self._wanted[model_id]:
             raise APIError(409, f"model {model_id!r} has {busy} request(s) in flight", code="model_busy")
         await self._unload(model_id, "asked")
         return model_id
 
     def stats(self) -> dict[str, Any]:
-        now = time.time()
-        models = [{
-            "id": s.served.id, "task": s.served.task, "device": s.placed.device, "dtype": s.placed.dtype,
-            "placement": s.placed.placement, "memory_bytes": s.placed.memory_bytes, "requests": s.requests,
-            "in_flight": s.in_flight, "loaded_at": round(s.loaded_at, 3), "last_used": round(s.last_used, 3),
-            "idle_s": 0.0 if s.in_flight else round(now - s.last_used, 3),
-        } for s in self._slots.values()]  # fmt: skip
         p = self.policy
-        return {"uptime_s": round(now - self.started, 3), "models": models, "loading": sorted(self._loading),
-                "loads": self.loads, "queue": {"running": self.engine.running, "waiting": self.engine.waiting},
-                "rss_bytes": model_loading.rss_bytes(),
-                "policy": {"load_on_demand": p.load_on_demand, "max_loaded": p.max_loaded,
-                           "idle_unload": p.idle_unload, "load_wait": p.load_wait}}  # fmt: skip
+        return {
+            "uptime_s": round(time.time() - self.started, 3),
+            "models": [m.stats() for m in self._models.values()],
+            "loading": sorted(self._loading),
+            "loads": self.loads,
+            "queue": {"running": self.engine.running, "waiting": self.engine.waiting},
+            "rss_bytes": model_loading.rss_bytes(),
+            "policy": {
+                "load_on_demand": p.load_on_demand,
+                "max_loaded": p.max_loaded,
+                "idle_unload": p.idle_unload,
+                "load_wait": p.load_wait,
+            },
+        }
 
     async def views(self) -> list[ModelView]:
         """Loaded models, then those being loaded, then the rest that may be loaded, for /v1/models."""
-        out = [ModelView(s.served.id, s.served.task, "loaded", s.served) for s in self._slots.values()]
+        out = [ModelView(m.id, m.task, "loaded", m) for m in self._models.values()]
         out += [ModelView(model_id, self._task_of(model_id), "loading") for model_id in self._loading]
         seen = {v.id for v in out}
         candidates = {p.ref.name: p.task for p in self._known.values()}
@@ -229,8 +197,8 @@ class ModelManager:
 
     async def view(self, name: str) -> ModelView | None:
         key = name.strip().lower()
-        if (served := self.registry.find(key)) is not None:
-            return ModelView(served.id, served.task, "loaded", served)
+        if (model := self.find(key)) is not None:
+            return ModelView(model.id, model.task, "loaded", model)
         return next((v for v in await self.views() if v.id.lower() == key), None)
 
     def _task_of(self, model_id: str) -> Task:
@@ -271,38 +239,38 @@ class ModelManager:
             await self._make_room()
             self._reserved += 1
             try:
-                build = lambda: self._build(prepared)  # noqa: E731
-                runner, placed = await asyncio.get_running_loop().run_in_executor(self._executor, build)
+                runner = await asyncio.get_running_loop().run_in_executor(self._executor, self._build, prepared)
             finally:
                 self._reserved -= 1
-            served = ServedModel(model_id, prepared.task, runner, aliases=model_loading.aliases(name, prepared))
-            self.registry.add(served)
-            self._slots[model_id] = Slot(served, placed)
-            self._known.update({n.lower(): prepared for n in (model_id, *served.aliases)})
+            model = LoadedModel(model_id, runner, aliases=model_loading.aliases(name, prepared))
+            self._models[model_id] = model
+            self._known.update({n: prepared for n in model.names})
             self.loads += 1
-            log.info("model loaded", extra={"model": model_id, "task": prepared.task, "device": placed.device,
-                                            "seconds": round(time.monotonic() - started, 2)})  # fmt: skip
+            log.info(
+                "model loaded",
+                extra={"model": model_id, "task": model.task, "device": model.memory.device,
+                       "seconds": round(time.monotonic() - started, 2)},
+            )  # fmt: skip
         finally:
             self._loading.pop(model_id, None)
             self._notify()
 
-    def _build(self, prepared: Prepared) -> tuple[Any, Placed]:
-        """On the loader thread: weights, warm-up, and where they ended up."""
-        model_id = prepared.ref.name
+    def _build(self, prepared: Prepared) -> Any:
+        """On the loader thread: the weights, then the warm-up."""
         try:
             runner = self.loader.build(prepared, self.options, report=lambda step: log.info(step))
             if self.policy.warmup:
-                model_loading.warm_up(prepared.task, runner)
+                runner.warm_up()
         except GemmacliError as exc:  # the server's problem, not the request's: 503, not 400
-            raise ModelUnavailableError(f"cannot load {model_id}: {exc.message}") from None
-        return runner, model_loading.describe(runner)
+            raise ModelUnavailableError(f"cannot load {prepared.ref.name}: {exc.message}") from None
+        return runner
 
     async def _make_room(self) -> None:
         """Unload least recently used idle models until a new one fits under max_loaded; wait for one to
         become idle for at most load_wait seconds, then answer 503."""
         limit, loop = self.policy.max_loaded, asyncio.get_running_loop()
         deadline = loop.time() + self.policy.load_wait
-        while limit and len(self._slots) + self._reserved + self._unloading >= limit:
+        while limit and len(self._models) + self._reserved + self._unloading >= limit:
             if (victim := self._least_recently_used_idle()) is not None:
                 await self._unload(victim, "evicted")
                 continue
@@ -314,24 +282,21 @@ class ModelManager:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
-    def _idle(self) -> list[Slot]:
-        return [s for s in self._slots.values() if not s.in_flight and not self._wanted[s.served.id]]
+    def _idle_ids(self) -> list[str]:
+        """Ids only: a record held across an unload's awaits would keep its model from being freed."""
+        return [m.id for m in self._models.values() if not m.in_flight and not self._wanted[m.id]]
 
     def _least_recently_used_idle(self) -> str | None:
-        """The id only: a slot held across the unload's awaits would keep the model from being freed."""
-        idle = self._idle()
-        return min(idle, key=lambda s: s.last_used).served.id if idle else None
+        return min(self._idle_ids(), key=lambda model_id: self._models[model_id].last_used, default=None)
 
     async def _unload(self, model_id: str, reason: str) -> None:
-        """Drop every reference to the model (registry, stats, the engine's batch), then free its memory."""
-        slot = self._slots.pop(model_id)
-        self.registry.remove(model_id)
+        """Pop the model's record, close its runner, give the memory back."""
+        model = self._models.pop(model_id)
+        runner, idle_s = model.runner, round(time.time() - model.last_used, 1)
+        del model
         self._unloading += 1
         try:
-            runner, idle_s = slot.served.runner, round(time.time() - slot.last_used, 1)
-            del slot
-            with contextlib.suppress(EngineStopped):
-                await self.engine.drop_batch(runner)
+            await self._close(runner)
             del runner
             await asyncio.get_running_loop().run_in_executor(self._executor, model_loading.release_memory)
             log.info("model unloaded", extra={"model": model_id, "reason": reason, "idle_s": idle_s})
@@ -339,27 +304,33 @@ class ModelManager:
             self._unloading -= 1
             self._notify()
 
+    async def _close(self, runner: Any) -> None:
+        """`runner.close()` on the inference thread, between two steps: its decoder may still hold the
+        cancelled sequences of requests that just ended."""
+        try:
+            await self.engine.call(runner.close, admit=False)
+        except EngineStopped:  # no inference thread any more: nothing else can touch the runner
+            runner.close()
+
     async def _preload(self, preload: list[tuple[str, Prepared]]) -> None:
         try:
             for given, prepared in preload:
                 await self._load_once(given, prepared)
-            self.registry.ready = True
-            log.info("all models ready", extra={"models": [m.id for m in self.registry]})
+            self.ready = True
+            log.info("all models ready", extra={"models": list(self._models)})
         except Exception as exc:  # kept for /health; the process stays up to report it
             # /health is public: the reason, without the paths and secrets a library's message may carry.
-            self.registry.failure = redact(exc.message if hasattr(exc, "message") else f"{type(exc).__name__}: {exc}")
-            log.error("loading failed", extra={"error": self.registry.failure})
+            self.failure = redact(exc.message if hasattr(exc, "message") else f"{type(exc).__name__}: {exc}")
+            log.error("loading failed", extra={"error": self.failure})
 
     async def _unload_idle(self) -> None:
         period = min(max(self.policy.idle_unload / 4, 0.1), 5.0)
         while True:
             await asyncio.sleep(period)
             cutoff = time.time() - self.policy.idle_unload
-            for model_id in [s.served.id for s in self._idle() if s.last_used <= cutoff]:
-                slot = self._slots.get(model_id)  # the previous unload awaited: check again
-                if slot is not None and not slot.in_flight and not self._wanted[model_id]:
-                    del slot
-                    await self._unload(model_id, "idle")
+            for model_id in self._idle_ids():
+                if model_id in self._idle_ids() and self._models[model_id].last_used <= cutoff:  # checked again:
+                    await self._unload(model_id, "idle")  # the previous unload awaited
 
     # -- plumbing
 
@@ -374,6 +345,17 @@ class ModelManager:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+
+
+def load_options(settings) -> LoadOptions:
+    """How the server loads every model; a flag this machine cannot honour is one error line."""
+    options = LoadOptions(
+        device=settings.device,
+        dtype=settings.dtype,
+        max_memory=parse_max_memory(settings.max_memory),
+        load_in_8bit=settings.load_in_8bit,
+    )
+    return options.check()
 
 
 def release_leases(app):

@@ -1,5 +1,4 @@
-"""What route handlers get injected: the served models and their manager, the engine, the embedding batcher,
-metrics and settings."""
+"""What route handlers get injected: the model manager, the engine, the embedding batcher, metrics and settings."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from gemmacli.server.batching import EmbedBatcher
 from gemmacli.server.engine import Engine
 from gemmacli.server.metrics import Metrics
 from gemmacli.server.models_manager import ModelManager
-from gemmacli.server.registry import Registry
 from gemmacli.server.remote_media import RemoteMedia
 from gemmacli.server.schema.limits import RequestLimits
 from gemmacli.server.settings import ServerSettings
@@ -19,12 +17,11 @@ from gemmacli.server.settings import ServerSettings
 
 @dataclass
 class Services:
-    registry: Registry
     engine: Engine
     metrics: Metrics
     settings: ServerSettings
     embed_batcher: EmbedBatcher
-    models: ModelManager  # loads, leases and unloads what `registry` serves
+    models: ModelManager  # what is loaded; loads, leases and unloads models
     remote_media: RemoteMedia | None = None  # None: data: URLs only
 
     @cached_property

@@ -13,17 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from litestar import Request
 from litestar.response import Stream
 
 from gemmacli.server import errors
-from gemmacli.server.engine import EngineStopped, Work
+from gemmacli.server.engine import Decoder, EngineStopped
 from gemmacli.server.services import Services
 from gemmacli.server.sse import DONE, event, stream_response
-from gemmacli.types import Completion, Delta, Usage
+from gemmacli.types import Completion, Delta, GenParams, Usage
 
 Receive = Callable[[], Awaitable[dict]]  # the ASGI receive channel
 T = TypeVar("T")
@@ -40,13 +41,21 @@ class Chunks(Protocol):
 class Run:
     """A generation on the engine whose first delta has arrived.
 
-    Several choices (several prompts) come one after another; each ends with the delta that carries
-    its finish_reason and usage, so a choice's index is the number of finished choices before it.
+    Several choices (several prompts) decode together, so their deltas interleave; each delta comes with
+    its choice's index, and each choice ends with the delta that carries its finish_reason and usage.
     """
 
-    def __init__(self, services: Services, model: str, endpoint: str, rest: AsyncIterator[Delta], first: Delta,
-                 started: float):  # fmt: skip
-        self.metrics, self.model, self.endpoint = services.metrics, model, endpoint
+    def __init__(
+        self,
+        services: Services,
+        model: str,
+        endpoint: str,
+        rest: AsyncIterator[tuple[int, Delta]],
+        first: tuple[int, Delta],
+        started: float,
+        choices: int,
+    ):
+        self.metrics, self.model, self.endpoint, self.choices = services.metrics, model, endpoint, choices
         self._rest, self._first, self._started = rest, first, started
         self._last = time.perf_counter()
         self.usage = Usage(0, 0)  # summed over the finished choices
@@ -54,18 +63,17 @@ class Run:
 
     async def deltas(self) -> AsyncIterator[tuple[int, Delta]]:
         """(choice index, delta) pairs; closing this early cancels the engine job."""
-        index, delta, counted = 0, self._first, 0
+        pair, counted = self._first, Counter()
         try:
             while True:
-                counted += self._count(delta, counted)
-                yield index, delta
-                if delta.finish_reason is not None:
-                    index, counted = index + 1, 0
+                index, delta = pair
+                counted[index] += self._count(delta, counted[index])
+                yield pair
                 try:
-                    delta = await anext(self._rest)
+                    pair = await anext(self._rest)
                 except StopAsyncIteration:
                     break
-                self._tick(delta)
+                self._tick(pair[1])
             self.metrics.e2e.labels(self.model).observe(time.perf_counter() - self._started)
             self.metrics.model_requests.labels(self.model, self.endpoint).inc()
         finally:
@@ -78,10 +86,7 @@ class Run:
         if delta.usage is not None:
             tokens = max(tokens, delta.usage.completion_tokens - counted)
             self.metrics.prompt_tokens.labels(self.model).inc(delta.usage.prompt_tokens)
-            u = self.usage
-            self.usage = Usage(u.prompt_tokens + delta.usage.prompt_tokens,
-                               u.completion_tokens + delta.usage.completion_tokens,
-                               u.image_tokens + delta.usage.image_tokens)  # fmt: skip
+            self.usage = _add(self.usage, delta.usage)
         self.metrics.generation_tokens.labels(self.model).inc(tokens)
         return tokens
 
@@ -92,35 +97,52 @@ class Run:
         self._last = now
 
     async def collect(self, receive: Receive | None = None) -> list[Completion]:
-        """Every choice, whole. With `receive` (the ASGI one), a client that hangs up meanwhile cancels
-        the generation instead of leaving the engine busy for nobody."""
+        """Every choice, whole, in index order. With `receive` (the ASGI one), a client that hangs up meanwhile
+        cancels the generation instead of leaving the engine busy for nobody."""
         return await _unless_hangup(self._collect(), receive)
 
     async def _collect(self) -> list[Completion]:
-        out, parts, ids = [], [], []
+        parts: list[list[str]] = [[] for _ in range(self.choices)]
+        ids: list[list[int]] = [[] for _ in range(self.choices)]
+        out: dict[int, Completion] = {}
         async with contextlib.aclosing(self.deltas()) as deltas:
-            async for _, delta in deltas:
-                parts.append(delta.text)
-                ids.extend(delta.token_ids)
+            async for index, delta in deltas:
+                parts[index].append(delta.text)
+                ids[index].extend(delta.token_ids)
                 if delta.finish_reason is not None:
-                    out.append(Completion("".join(parts), tuple(ids), delta.finish_reason, delta.usage))
-                    parts, ids = [], []
-        return out
+                    text = "".join(parts[index])
+                    out[index] = Completion(text, tuple(ids[index]), delta.finish_reason, delta.usage)
+        return [out[i] for i in sorted(out)]
 
 
-async def start(services: Services, model: str, endpoint: str, work: Work, receive: Receive | None = None) -> Run:
-    """Submit `work` to the engine and wait for its first delta (see the error contract above). A client
-    that hangs up while its request waits or prefills is noticed through `receive`."""
-    started = time.perf_counter()
-    rest = services.engine.stream(work, timeout=services.settings.request_timeout)
+async def start(
+    services: Services,
+    model: str,
+    endpoint: str,
+    decoder: Decoder,
+    prompts: Callable[[], Sequence[Any]],
+    params: GenParams,
+    receive: Receive | None = None,
+) -> Run:
+    """Decode `prompts` (encoded on the inference thread) in `decoder`, and wait for the first delta (see the
+    error contract above). A client that hangs up while its request waits or prefills is noticed through
+    `receive`."""
+    started, encoded = time.perf_counter(), []
 
-    async def first() -> Delta:
+    def encode() -> Sequence[Any]:
+        encoded[:] = prompts()
+        return encoded
+
+    rest = services.engine.generate(decoder, encode, params, timeout=services.settings.request_timeout)
+
+    async def first() -> tuple[int, Delta]:
         try:
             return await anext(rest)  # an exception here has already closed `rest` and cancelled the job
         except StopAsyncIteration:
             raise EngineStopped("the generation ended without a result") from None
 
-    return Run(services, model, endpoint, rest, await _unless_hangup(first(), receive), started)
+    pair = await _unless_hangup(first(), receive)
+    return Run(services, model, endpoint, rest, pair, started, len(encoded))
 
 
 def sse(run: Run, chunks: Chunks, request: Request) -> Stream:
@@ -163,3 +185,11 @@ async def _hangup(receive: Receive) -> None:
     """Returns when the client disconnects (the body was read already, so nothing else arrives)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _add(total: Usage, more: Usage) -> Usage:
+    return Usage(
+        total.prompt_tokens + more.prompt_tokens,
+        total.completion_tokens + more.completion_tokens,
+        total.image_tokens + more.image_tokens,
+    )

@@ -19,8 +19,8 @@ async def stats(services: Services) -> dict:
 @post("/admin/load/{model:path}", status_code=200)
 async def load(services: Services, model: str) -> dict:
     """Load a model now (200 at once if it is loaded); 404 when this server may not serve it."""
-    served = await services.models.load(model.lstrip("/"))
-    return model_card(ModelView(served.id, served.task, "loaded", served))
+    loaded = await services.models.load(model.lstrip("/"))
+    return model_card(ModelView(loaded.id, loaded.task, "loaded", loaded))
 
 
 @post("/admin/unload/{model:path}", status_code=200)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Annotated
@@ -56,14 +57,15 @@ async def _transcribe(form: TranslationForm, services: Services, endpoint: str, 
         data = await form.file.read()
     finally:
         await form.file.close()  # Litestar spools uploads above 1 MB to an anonymous temporary file: free it now
-    served = await services.models.acquire(form.model, "transcribe", scope)
-    runner, limits, options = served.runner, services.media_limits, form.options()
-    started = time.perf_counter()
-    # Decoding and resampling run on the inference thread too: they are CPU work that would stall the event loop.
-    transcript = await services.engine.call(
-        lambda: runner.transcribe(form.decode(data, limits), options), services.settings.request_timeout
-    )
-    _observe(services.metrics, served.id, endpoint, started)
+    # The whole request is checked, and its audio decoded, before a model is loaded or waited for. Decoding and
+    # resampling are CPU work that would stall the event loop: the inference thread does them, as it always has.
+    options, started = form.options(), time.perf_counter()
+    async with asyncio.timeout(services.settings.request_timeout):  # decoding, waiting for a load, transcribing
+        audio = await services.engine.call(lambda: form.decode(data, services.media_limits))
+        model = await services.models.acquire(form.model, "transcribe", scope)
+        runner = model.runner
+        transcript = await services.engine.call(lambda: runner.transcribe(audio, options))
+    _observe(services.metrics, model.id, endpoint, started)
     return Response(form.render(transcript), media_type=form.media_type)
 
 

@@ -1,4 +1,4 @@
-"""POST /v1/chat/completions: the chat template, then the same ChatRunner.generate the CLI uses."""
+"""POST /v1/chat/completions: the chat template, then the model's decoder, beside the model's other requests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import anyio.to_thread
 from litestar import Request, Response, post
 
 from gemmacli.server import streaming
-from gemmacli.server.engine import Batched
 from gemmacli.server.schema.chat import ChatChunks, ChatCompletion, ChatCompletionRequest
 from gemmacli.server.services import Services
 from gemmacli.types import Message
@@ -19,22 +18,19 @@ ENDPOINT = "/v1/chat/completions"
 @post(ENDPOINT, status_code=200)
 async def chat_completions(data: ChatCompletionRequest, services: Services, request: Request) -> Response:
     """OpenAI's chat completions; `"stream": true` answers with server-sent events."""
+    # The whole request is checked, and its media decoded, before a model is loaded or waited for.
     data.check_limits(services.request_limits)  # counts images and text before any is decoded
-    served = await services.models.acquire(data.model, "chat", request.scope)
     params = data.to_params()
     messages = await _messages(data, services)
-    runner = served.runner
-
-    def work(cancelled):
-        # Runs on the engine thread: tokenizers and processors are only ever touched there. The request
-        # then decodes in the model's shared batch, one token per engine step, beside the others.
-        return Batched(runner, runner.start(runner.encode_chat(messages), params, cancelled), runner.new_batch)
-
-    run = await streaming.start(services, served.id, ENDPOINT, work, request.receive)
+    model = await services.models.acquire(data.model, "chat", request.scope)
+    runner = model.runner
+    # The chat template runs on the inference thread: tokenizers and processors are only ever touched there.
+    prompts = lambda: [runner.encode_chat(messages)]  # noqa: E731
+    run = await streaming.start(services, model.id, ENDPOINT, runner.decoder, prompts, params, request.receive)
     if data.stream:
-        return streaming.sse(run, ChatChunks(served.id, data.include_usage), request)
+        return streaming.sse(run, ChatChunks(model.id, data.include_usage), request)
     (completion,) = await run.collect(request.receive)
-    return Response(ChatCompletion.build(served.id, completion))
+    return Response(ChatCompletion.build(model.id, completion))
 
 
 async def _messages(data: ChatCompletionRequest, services: Services) -> list[Message]:

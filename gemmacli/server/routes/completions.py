@@ -1,19 +1,15 @@
-"""POST /v1/completions: raw text (or token ids) in, no chat template, the same ChatRunner.generate.
+"""POST /v1/completions: raw text (or token ids) in, no chat template, the same decoder as chat.
 
-Several prompts are all tokenized first, then generated one after another in a single engine job;
-streamed, their chunks carry the choice index, and choice i+1 starts after choice i has finished.
+Several prompts are all tokenized and inserted first, then decode together in the model's shared batch
+beside other requests; streamed, their chunks interleave, each carrying its choice index.
 """
 
 from __future__ import annotations
 
-from itertools import chain
-
 from litestar import Request, Response, post
 
 from gemmacli.errors import InvalidParamError
-from gemmacli.runners.chat import ChatRunner, Prompt
 from gemmacli.server import streaming
-from gemmacli.server.engine import Batched
 from gemmacli.server.schema.completions import CompletionChunks, CompletionRequest, TextCompletion, TextPrompt
 from gemmacli.server.services import Services
 
@@ -23,36 +19,23 @@ ENDPOINT = "/v1/completions"
 @post(ENDPOINT, status_code=200)
 async def completions(data: CompletionRequest, services: Services, request: Request) -> Response:
     """OpenAI's (legacy) completions; `"stream": true` answers with server-sent events."""
+    # The whole request is checked before a model is loaded or waited for.
     data.check_limits(services.request_limits)
-    served = await services.models.acquire(data.model, "chat", request.scope)
-    params, prompts = data.to_params(), data.to_prompts()
-    runner = served.runner
-
-    def work(cancelled):
-        # Runs on the engine thread. All prompts are encoded first, so a bad one fails before any output.
-        encoded = [encode(runner, p) for p in prompts]
-        if len(encoded) == 1:  # decodes in the model's shared batch, beside other requests
-            return Batched(runner, runner.start(encoded[0], params, cancelled), runner.new_batch)
-        return chain.from_iterable(runner.generate(p, params, cancelled=cancelled) for p in encoded)
-
+    params, texts = data.to_params(), data.to_prompts()
+    model = await services.models.acquire(data.model, "chat", request.scope)
+    runner = model.runner
+    prompts = lambda: [encode(runner, text) for text in texts]  # noqa: E731  (on the inference thread)
     try:
-        run = await streaming.start(services, served.id, ENDPOINT, work, request.receive)
+        run = await streaming.start(services, model.id, ENDPOINT, runner.decoder, prompts, params, request.receive)
     except InvalidParamError as exc:
-        exc.param = "prompt" if exc.param == "messages" else exc.param  # the runner speaks of chat messages
+        exc.param = "prompt" if exc.param == "messages" else exc.param  # the decoder speaks of chat messages
         raise
     if data.stream:
-        return streaming.sse(run, CompletionChunks(served.id, data.include_usage), request)
+        return streaming.sse(run, CompletionChunks(model.id, data.include_usage), request)
     choices = await run.collect(request.receive)
-    return Response(TextCompletion.build(served.id, choices, run.usage))
+    return Response(TextCompletion.build(model.id, choices, run.usage))
 
 
-def encode(runner: ChatRunner, prompt: TextPrompt) -> Prompt:
+def encode(runner, prompt: TextPrompt):
     """A string goes through the tokenizer (which adds <bos>); token ids are fed exactly as given."""
-    if isinstance(prompt, str):
-        return runner.encode_text(prompt)
-    import torch
-
-    vocab = runner.model.config.get_text_config().vocab_size
-    if not all(0 <= t < vocab for t in prompt):
-        raise InvalidParamError(f"prompt token ids must be between 0 and {vocab - 1}", param="prompt")
-    return Prompt(torch.tensor([prompt], device=runner.model.device), {})  # (1, T)
+    return runner.encode_text(prompt) if isinstance(prompt, str) else runner.encode_ids(prompt)

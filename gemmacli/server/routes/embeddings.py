@@ -25,14 +25,14 @@ async def embeddings(data: EmbeddingRequest, services: Services, request: Reques
     data.check_limits(limits)
     started = time.perf_counter()
     async with asyncio.timeout(services.settings.request_timeout):  # waiting for a load or a batch included
-        served = await services.models.acquire(data.model, "embed", request.scope)
-        texts = await _texts(services, data, served.runner)
-        result = await services.embed_batcher.embed(served.id, served.runner, texts, data.dimensions)
+        model = await services.models.acquire(data.model, "embed", request.scope)
+        texts = await _texts(services, data, model.runner)
+        result = await services.embed_batcher.embed(model.id, model.runner, texts, data.dimensions)
     # The batch embeds an over-long input from its window (it never fails the others); refusing it is ours.
-    window = getattr(served.runner, "max_tokens", None)  # None: a runner that knows no window
-    result = result if window is None else data.fit(result, window, served.id, limits.embed_truncate)
-    _observe(services.metrics, served.id, started, result.total_tokens)
-    return EmbeddingResponse.build(served.id, result, data.encoding_format)
+    window = getattr(model.runner, "max_tokens", None)  # None: a runner that knows no window
+    result = result if window is None else data.fit(result, window, model.id, limits.embed_truncate)
+    _observe(services.metrics, model.id, started, result.total_tokens)
+    return EmbeddingResponse.build(model.id, result, data.encoding_format)
 
 
 async def _texts(services: Services, data: EmbeddingRequest, runner: Any) -> list[str]:

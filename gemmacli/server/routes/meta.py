@@ -12,14 +12,14 @@ from gemmacli.server.services import Services
 @get("/health", sync_to_thread=False)
 def health(services: Services) -> Response:
     """200 once every preloaded model has loaded and warmed up; 503 before that (and if loading failed)."""
-    registry = services.registry
-    if registry.failure:
-        return Response({"status": "failed", "error": registry.failure}, status_code=503)
-    if not registry.ready:
+    models = services.models
+    if models.failure:
+        return Response({"status": "failed", "error": models.failure}, status_code=503)
+    if not models.ready:
         return Response({"status": "loading"}, status_code=503)
     if not services.engine.alive:
         return Response({"status": "stopped"}, status_code=503)
-    return Response({"status": "ok", "models": [m.id for m in registry]})
+    return Response({"status": "ok", "models": [m.id for m in models.loaded()]})
 
 
 @get("/metrics", sync_to_thread=False, media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -29,7 +29,7 @@ def metrics(services: Services) -> bytes:
 
 def model_card(view: ModelView) -> dict:
     """OpenAI's model object, plus our `task` and `status` (loaded, loading or available: loads on first use)."""
-    model = view.served
+    model = view.model
     created = model.created if model is not None else 0
     card = {"id": view.id, "object": "model", "created": created, "owned_by": "gemmacli", "task": view.task,
             "status": view.status}  # fmt: skip

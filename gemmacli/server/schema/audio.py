@@ -22,6 +22,7 @@ from litestar.enums import RequestEncodingType
 
 from gemmacli.errors import InvalidParamError, MediaError
 from gemmacli.media import MediaLimits, decode_audio
+from gemmacli.runners.transcribe import language_code
 from gemmacli.server.errors import APIError
 from gemmacli.server.schema.limits import RequestLimits
 from gemmacli.transcript_formats import FORMATS, Task, render
@@ -88,6 +89,8 @@ class TranslationForm(msgspec.Struct, kw_only=True):
             raise MediaError(f"file is {size:,} bytes; the limit is {media.max_audio_bytes:,}", param="file")
 
     def options(self) -> TranscribeOptions:
+        """The transcription options, every field checked (the language against Whisper's own list)."""
+        language_code(self.language)
         return TranscribeOptions(
             language=self.language or None,
             translate=self.task == "translate",

@@ -67,8 +67,6 @@ class GenerationRequest(Struct, kw_only=True):
         """Refuse, by name, every field set to something we would otherwise silently not honour."""
         if self.n not in (None, 1):
             unsupported("n", "only n=1 is supported; send several requests for several choices")
-        if self.logit_bias:
-            unsupported("logit_bias", "logit_bias is not supported")
 
     def check_limits(self, limits: RequestLimits) -> TextBudget:
         """The server's configured limits; returns the text budget so subclasses add their own texts to it."""
@@ -89,6 +87,7 @@ class GenerationRequest(Struct, kw_only=True):
             presence_penalty=self.presence_penalty,
             stop=tuple(s for s in stop if s),  # an empty stop string would end every generation at once
             seed=self.seed,
+            logit_bias=tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items()),
         )
 
     @property

@@ -14,7 +14,7 @@ import numpy as np
 from gemmacli.media import load_audio
 from gemmacli.types import AudioPart
 
-AUDIO_DIR = Path(__file__).parent / "data" / "audio"
+AUDIO_DIR = Path(__file__).parent.parent / "data" / "audio"
 SPEECH = ("quick_brown_fox", "hello_world", "please_call_stella")
 SAMPLE_RATE = 16_000
 

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-PNG = (Path(__file__).parent / "data" / "images" / "red_circle_64.png").read_bytes()
-JPEG = (Path(__file__).parent / "data" / "images" / "red_circle_640x480.jpg").read_bytes()
+PNG = (Path(__file__).parent.parent / "data" / "images" / "red_circle_64.png").read_bytes()
+JPEG = (Path(__file__).parent.parent / "data" / "images" / "red_circle_640x480.jpg").read_bytes()
 
 
 class _Handler(BaseHTTPRequestHandler):

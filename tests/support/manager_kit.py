@@ -14,14 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from liveserver import LiveServer
 
 from gemmacli.models import store
 from gemmacli.models.loader import LoadOptions, ModelLoader, Prepared
 from gemmacli.server import create_app
-from gemmacli.server.registry import Registry
 from gemmacli.server.settings import ServerSettings
 from gemmacli.settings import Paths
+from support.liveserver import LiveServer
 
 TINY, EMBED, WHISPER, GEMMA = "tiny-gemma3-vision", "all-minilm-l6-v2", "whisper-tiny.en", "gemma-3-270m"
 COUNTING_PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # a base model keeps counting: a long, steady stream
@@ -95,7 +94,7 @@ def live_server(
     paths = _paths(server_settings)  # what --catalog / GEMMACLI_CATALOG do
     loader = RecordingLoader(paths=Paths(home, paths.catalog_file) if home else paths)
     prepared = [(name, loader.prepare(name)) for name in preload]
-    app = create_app(Registry(ready=False), server_settings, loader=loader, preload=prepared)
+    app = create_app(server_settings, loader=loader, preload=prepared)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=120, headers=headers) as http:
         live = Live(http, server.url, loader, app)

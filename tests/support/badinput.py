@@ -15,8 +15,9 @@ import zlib
 import httpx
 import numpy as np
 import soundfile as sf
-from helpers import check_openai_error
 from PIL import Image
+
+from support.helpers import check_openai_error
 
 CHAT, VISION, EMBED, WHISPER = "gemma-3-270m", "tiny-gemma3-vision", "all-minilm-l6-v2", "whisper-tiny.en"
 KEY = "bad-input-key"
@@ -41,15 +42,14 @@ _UNSET = object()
 
 
 @contextlib.contextmanager
-def small_app(registry):
+def small_app(served):
     """The real app over the session's runners, with an API key and the small LIMITS; yields an httpx client
     that sends the key. Runners are not thread-safe: the session server must be idle meanwhile (it is)."""
-    from liveserver import LiveServer
-
     from gemmacli.server import create_app
     from gemmacli.server.settings import ServerSettings
+    from support.liveserver import LiveServer
 
-    app = create_app(registry, ServerSettings(api_keys=(KEY,), warmup=False, **LIMITS))
+    app = create_app(ServerSettings(api_keys=(KEY,), warmup=False, **LIMITS), models=served())
     auth = {"Authorization": f"Bearer {KEY}"}
     with LiveServer(app) as live, httpx.Client(base_url=live.url, headers=auth, timeout=60) as client:
         yield client

@@ -1,0 +1,220 @@
+"""The chat decoder: the one place tokens are produced, for every sequence of one chat model.
+
+    decoder.insert(prompt, params, cancelled) -> Seq      queue a sequence
+    decoder.step() -> [(Seq, [Delta])]                     prefill what is queued, else one token for every sequence
+    decoder.cancel(seq)                                    end it now; its final delta comes with the next step
+    len(decoder)                                           sequences whose end the steps have not reported yet
+
+Sequences join a running batch after their own prefill and leave when they end, without waiting for
+each other (iteration-level batching); their KV cache rows live in a BatchCache. Every step runs each
+sequence through its stages (stages.py): logits stages, the sampler, the detokenizer, output stages.
+`ChatRunner.stream` (insert, then step until done), the server's engine (one shared decoder per model)
+and `gemmacli bench` all drive this same object. Not thread-safe: one thread drives it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from gemmacli.errors import ContextLengthError, InvalidParamError
+from gemmacli.runners.kv_cache import BatchCache, appending_cache
+from gemmacli.runners.stages import Pipeline
+from gemmacli.types import GLOBAL_GEN_DEFAULTS, Delta, FinishReason, GenParams, Usage
+
+
+def never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A tokenized prompt, ready for the decoder."""
+
+    input_ids: torch.Tensor  # (1, T)
+    extra_inputs: dict = field(default_factory=dict)  # pixel_values, token_type_ids... (prefill only)
+    image_tokens: int = 0
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[1])
+
+
+@dataclass(eq=False)
+class Seq:
+    """One sequence and all its state: its prompt, stages, tokens so far and how it ended."""
+
+    prompt: Prompt
+    pipeline: Pipeline
+    max_new_tokens: int
+    eos_ids: frozenset[int]
+    cancelled: Callable[[], bool] = never
+    tokens: list[int] = field(default_factory=list)  # generated so far
+    finish_reason: FinishReason | None = None
+    error: Exception | None = None  # the step that failed it: its owner raises this instead of a final delta
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None or self.error is not None
+
+    def accept(self, token: int) -> list[Delta]:
+        """The deltas `token` makes: text (none while an output stage holds it back), then the end, if it ends."""
+        self.tokens.append(token)
+        self.pipeline.accept(token)
+        if token in self.eos_ids:
+            return [self.finish("stop")]
+        piece, stopped = self.pipeline.text(token)
+        deltas = [Delta(piece, (token,))] if piece else []
+        if stopped:
+            deltas.append(self.finish("stop"))
+        elif len(self.tokens) >= self.max_new_tokens:
+            deltas.append(self.finish("length"))
+        return deltas
+
+    def finish(self, reason: FinishReason) -> Delta:
+        self.finish_reason = reason
+        tail = self.pipeline.flush() if reason != "stop" else ""
+        return Delta(tail, (), reason, Usage(self.prompt.length, len(self.tokens), self.prompt.image_tokens))
+
+
+class Decoder:
+    """Every sequence of one chat model. `defaults` fill what a request leaves unset, before the global ones."""
+
+    def __init__(self, model, tokenizer, *, eos_ids, context_length: int, defaults: GenParams, name: str):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.eos_ids = frozenset(eos_ids)
+        self.context_length = context_length
+        self.defaults = defaults
+        self.vocab_size = model.config.get_text_config().vocab_size
+        self.device = model.device
+        # transformers 5.24 renamed past_key_values to cache (the old name warns until 5.40); older 5.x has only it.
+        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.pending: list[Seq] = []
+        self.running: list[Seq] = []  # in the order of the cache's rows
+        self.rows = BatchCache()
+        self._ended: list[tuple[Seq, Delta]] = []  # cancelled since the last step, with their final deltas
+
+    def __len__(self) -> int:
+        return len(self.pending) + len(self.running) + len(self._ended)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or decoding (cancelled sequences may still wait to report their end)."""
+        return not self.pending and not self.running
+
+    def insert(self, prompt: Prompt, params: GenParams = GenParams(), cancelled: Callable[[], bool] = never) -> Seq:
+        """Queue `prompt`; its prefill runs at the next step. Bad parameters and over-long prompts raise here."""
+        self._check_context(prompt, params.max_tokens)  # the caller's own max_tokens; defaults only clamp
+        params = params.with_defaults(self.defaults, GLOBAL_GEN_DEFAULTS)
+        pipeline = Pipeline.build(params, prompt.input_ids[0], self.tokenizer, self.vocab_size, self.device)
+        room = self.context_length - prompt.length
+        seq = Seq(prompt, pipeline, min(params.max_tokens or room, room), self.eos_ids, cancelled)
+        self.pending.append(seq)
+        return seq
+
+    def cancel(self, seq: Seq) -> None:
+        """End `seq` now (finish reason "cancelled"); its final delta comes with the next step."""
+        if seq in self.pending:
+            self.pending.remove(seq)
+        elif seq in self.running:
+            self._leave([seq])
+        else:
+            return
+        self._ended.append((seq, seq.finish("cancelled")))
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Seq, list[Delta]]]:
+        """Prefill every queued sequence (each gets its first token), or else advance every running one by a
+        token. A sequence that ended carries its final delta; one that failed carries its `error` instead."""
+        for seq in [s for s in (*self.pending, *self.running) if s.cancelled()]:
+            self.cancel(seq)
+        out = [(seq, [delta]) for seq, delta in self._ended]
+        self._ended = []
+        if self.pending:
+            queued, self.pending = self.pending, []
+            out += [(seq, self._prefill(seq)) for seq in queued]
+        elif self.running:
+            out += self._decode()
+        return out
+
+    def close(self) -> None:
+        """Forget every sequence, the cache and the model (being unloaded): whoever still holds the decoder
+        (an engine between two steps) no longer keeps the weights alive."""
+        self.pending, self.running, self._ended = [], [], []
+        self.rows.clear()
+        self.model = self.tokenizer = None
+
+    # -- the model
+
+    def _prefill(self, seq: Seq) -> list[Delta]:
+        """The prompt alone, (1, T), into a fresh cache; then the sequence joins the running rows."""
+        prompt, cache = seq.prompt, appending_cache(self.model.config)
+        positions = torch.arange(prompt.length, device=prompt.input_ids.device).unsqueeze(0)
+        try:
+            # logits_to_keep: the 262k-vocabulary projection only where we sample
+            out = self._forward(
+                prompt.input_ids, cache, position_ids=positions, logits_to_keep=1, **prompt.extra_inputs
+            )
+            deltas = seq.accept(seq.pipeline.choose(out.logits[0, -1].float()))
+        except Exception as exc:  # this sequence's failure alone (out of memory on a long prompt...)
+            seq.error = exc
+            return []
+        if not seq.done:
+            self.rows.join(cache, prompt.length, prompt.input_ids.device)
+            self.running.append(seq)
+        return deltas
+
+    def _decode(self) -> list[tuple[Seq, list[Delta]]]:
+        """One forward pass over every running sequence's last token, (B, 1), then each one's own stages."""
+        rows = self.running
+        tokens = torch.tensor([[seq.tokens[-1]] for seq in rows], device=self.device)
+        try:
+            mask, positions = self.rows.advance()
+            logits = self._forward(tokens, self.rows.cache, attention_mask=mask, position_ids=positions).logits
+        except Exception as exc:  # the cache's state cannot be trusted: every sequence in it fails
+            self.running = []
+            self.rows.clear()
+            for seq in rows:
+                seq.error = exc
+            return [(seq, []) for seq in rows]
+        logits = logits[:, -1, :].float()  # (B, V)
+        # The plain-greedy rows share one argmax (a 262k-wide argmax per row costs twice as much).
+        best = logits.argmax(dim=-1).tolist() if any(seq.pipeline.plain_greedy for seq in rows) else []
+        out = [(seq, self._advance(seq, logits[i], best[i] if best else None)) for i, seq in enumerate(rows)]
+        self._leave([seq for seq in rows if seq.done])
+        return out
+
+    @staticmethod
+    def _advance(seq: Seq, logits: torch.Tensor, argmax: int | None) -> list[Delta]:
+        """One sequence's stages on its row of logits; a stage that fails ends this sequence alone."""
+        try:
+            token = argmax if seq.pipeline.plain_greedy else seq.pipeline.choose(logits)
+            return seq.accept(token)
+        except Exception as exc:
+            seq.error = exc
+            return []
+
+    def _forward(self, input_ids: torch.Tensor, cache, **inputs):
+        return self.model(input_ids=input_ids, use_cache=True, **{self.cache_arg: cache}, **inputs)
+
+    def _leave(self, leaving: list[Seq]) -> None:
+        if leaving:
+            keep = [i for i, seq in enumerate(self.running) if seq not in leaving]
+            self.running = [self.running[i] for i in keep]
+            self.rows.keep(keep)
+
+    def _check_context(self, prompt: Prompt, max_tokens: int | None) -> None:
+        """Refuse, as OpenAI and vLLM do, a prompt plus max_tokens that overflows the window (no silent clamp)."""
+        if max_tokens is not None and max_tokens < 1:
+            raise InvalidParamError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
+        asked = prompt.length + (max_tokens or 1)
+        if asked > self.context_length:
+            wanted = f" ({prompt.length} in the prompt, {max_tokens} in the completion)" if max_tokens else ""
+            raise ContextLengthError(
+                f"model {self.name} takes at most {self.context_length} tokens, but this request needs "
+                f"{asked}{wanted}; shorten the prompt or lower max_tokens",
+                param="max_tokens" if max_tokens and prompt.length < self.context_length else "messages",
+            )

@@ -1,0 +1,145 @@
+"""A sequence's stages: what runs for it, in order, at every decode step.
+
+    logits stages (penalties, logit bias)  ->  sampler  ->  detokenizer  ->  output stages (stop strings)
+
+A logits stage reshapes one row of logits and hears which token was chosen; an output stage sees the
+text each token adds and may hold some back or end the sequence. Each stage is one small class with a
+`build` that returns None when the request does not need it; `Pipeline.build` is the one place that
+lists them, a line each, so a new stage (a grammar mask, a tool-call parser) is a class and a line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from gemmacli.errors import InvalidParamError
+from gemmacli.runners.sampling import Sampler, SamplingConfig
+from gemmacli.runners.text_stream import IncrementalDecoder, StopMatcher
+from gemmacli.types import GenParams
+
+
+class LogitsStage(Protocol):
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor: ...  # (V,) float32 -> (V,)
+    def accept(self, token: int) -> None: ...
+
+
+class OutputStage(Protocol):
+    stopped: bool  # set when the sequence must end here, with finish reason "stop"
+
+    def feed(self, text: str) -> str: ...  # the text it lets through now
+    def flush(self) -> str: ...  # what it still holds, once the sequence ends another way
+
+
+class Penalties:
+    """Repetition (HF: prompt and output), frequency and presence (OpenAI: output only) penalties."""
+
+    def __init__(self, config: SamplingConfig, prompt_ids: torch.Tensor, vocab_size: int, device: torch.device):
+        self.config = config
+        self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        self.seen[prompt_ids.to(device)] = True
+        self.output_counts = torch.zeros(vocab_size, dtype=torch.float32, device=device)
+
+    @classmethod
+    def build(cls, config: SamplingConfig, prompt_ids, vocab_size: int, device) -> Penalties | None:
+        return cls(config, prompt_ids, vocab_size, device) if config.penalised else None
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        logits = logits.clone()
+        if c.repetition_penalty != 1.0:
+            seen = logits[self.seen]
+            logits[self.seen] = torch.where(seen > 0, seen / c.repetition_penalty, seen * c.repetition_penalty)
+        if c.frequency_penalty or c.presence_penalty:
+            logits -= c.frequency_penalty * self.output_counts + c.presence_penalty * (self.output_counts > 0)
+        return logits
+
+    def accept(self, token: int) -> None:
+        self.output_counts[token] += 1
+        self.seen[token] = True
+
+
+class LogitBias:
+    """OpenAI's logit_bias: a value added to chosen tokens' logits (-100 bans a token, 100 all but forces it)."""
+
+    def __init__(self, ids: torch.Tensor, values: torch.Tensor):
+        self.ids, self.values = ids, values
+
+    @classmethod
+    def build(cls, bias: Sequence[tuple[int, float]], vocab_size: int, device) -> LogitBias | None:
+        if not bias:
+            return None
+        if bad := [token for token, _ in bias if not 0 <= token < vocab_size]:
+            raise InvalidParamError(
+                f"logit_bias token ids must be between 0 and {vocab_size - 1}, got {bad[0]}", param="logit_bias"
+            )
+        ids = torch.tensor([token for token, _ in bias], device=device)
+        return cls(ids, torch.tensor([value for _, value in bias], dtype=torch.float32, device=device))
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.index_add(0, self.ids, self.values)
+
+    def accept(self, token: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One sequence's stages, built from its request."""
+
+    logits: tuple[LogitsStage, ...]
+    sampler: Sampler
+    detokenizer: IncrementalDecoder
+    outputs: tuple[OutputStage, ...]
+
+    @classmethod
+    def build(cls, params: GenParams, prompt_ids: torch.Tensor, tokenizer, vocab_size: int, device) -> Pipeline:
+        """`params` with every default filled in; `prompt_ids` (T,)."""
+        config = SamplingConfig.from_params(params)
+        logits = [
+            Penalties.build(config, prompt_ids, vocab_size, device),
+            LogitBias.build(params.logit_bias, vocab_size, device),
+        ]
+        outputs = [
+            StopMatcher.build(params.stop),
+        ]
+        detokenizer = IncrementalDecoder(tokenizer, prompt_ids.tolist())
+        return cls(_present(logits), Sampler(config, device), detokenizer, _present(outputs))
+
+    @property
+    def plain_greedy(self) -> bool:
+        """The argmax of the raw logits: what a batch computes for all such rows in one call."""
+        return self.sampler.config.greedy and not self.logits
+
+    def choose(self, logits: torch.Tensor) -> int:
+        """(V,) float32 logits -> the token: every logits stage, then the sampler."""
+        for stage in self.logits:
+            logits = stage(logits)
+        return self.sampler(logits)
+
+    def accept(self, token: int) -> None:
+        for stage in self.logits:
+            stage.accept(token)
+
+    def text(self, token: int) -> tuple[str, bool]:
+        """The text `token` adds once every output stage has seen it, and whether one of them ended the sequence."""
+        piece = self.detokenizer.push(token)
+        for stage in self.outputs:
+            piece = stage.feed(piece)
+            if stage.stopped:
+                return piece, True
+        return piece, False
+
+    def flush(self) -> str:
+        """What the output stages still hold, in order (each one's held text passes through the stages after it)."""
+        text = ""
+        for stage in self.outputs:
+            text = stage.feed(text) + stage.flush()
+        return text
+
+
+def _present(stages: list) -> tuple:
+    return tuple(stage for stage in stages if stage is not None)

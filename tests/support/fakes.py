@@ -1,0 +1,144 @@
+"""Fakes at the runner seam: runners that speak the real protocols without weights.
+
+FakeChatRunner drives a FakeDecoder: the real Decoder (insertion, defaults, context checks, cancellation,
+every per-sequence stage: penalties, logit bias, the sampler, the detokenizer, stop strings) with the model
+replaced by a script. Its "model" counts: after a prompt of n words it says " n", " n+1", ... (mod 100),
+and a prompt holding "bye" makes it end at once. So the chat and completions HTTP layer is tested in the
+fast suite, on the same decoder protocol the engine drives for real models.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from gemmacli.errors import InvalidParamError
+from gemmacli.runners.base import Memory
+from gemmacli.runners.chat import ChatRunner
+from gemmacli.runners.decoder import Decoder, Prompt, Seq
+from gemmacli.types import Delta, GenParams, Message
+
+PAD, EOS, BOS, NUMBERS = 0, 1, 2, 3  # token ids; NUMBERS + k is " k" for k in 0..99
+VOCAB = ["<pad>", "<eos>", "<bos>", *(f" {k}" for k in range(100))]
+EXPLODE = "explode"  # a prompt holding this makes its sequence fail at its third token (a stage's bug)
+
+
+class FakeRunner:
+    """The runner protocol and nothing else: for routes that never reach the model. Subclasses add what their
+    tests need (an `embed` that waits, a `dimensions`...)."""
+
+    task: ClassVar = "chat"
+    cpu_bf16: ClassVar = False
+
+    def __init__(self, task: str | None = None, name: str = "fake"):
+        self.task, self.name = task or type(self).task, name
+        self.closed = False
+
+    def warm_up(self) -> None:
+        pass
+
+    def memory(self) -> Memory:
+        return Memory("cpu", "float32", "single", 0)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeTokenizer:
+    """Words in, ids out: a word's id depends only on its length; decoding prints the counting vocabulary."""
+
+    eos_token_id, bos_token_id, chat_template = EOS, BOS, "fake"
+
+    def encode(self, text: str) -> list[int]:
+        return [BOS, *(NUMBERS + len(word) % 100 for word in text.split())]
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return "".join(VOCAB[i] for i in ids if not (skip_special_tokens and i < NUMBERS))
+
+
+class FakeDecoder(Decoder):
+    """The real Decoder with the model replaced by the counting script (no KV cache, no forward pass)."""
+
+    def __init__(self, *, context_length: int = 256, defaults: GenParams = GenParams(), name: str = "fake-chat",
+                 delay: float = 0.0):  # fmt: skip
+        self.tokenizer, self.name, self.model = FakeTokenizer(), name, None
+        self.eos_ids, self.context_length, self.defaults = frozenset({EOS}), context_length, defaults
+        self.vocab_size, self.device = len(VOCAB), torch.device("cpu")
+        self.pending, self.running, self._ended = [], [], []
+        self.steps: list[int] = []  # sequences decoded at each decode step, to see requests share steps
+        self.delay = delay  # seconds each decode step takes, as a real model's would
+
+    def _prefill(self, seq: Seq) -> list[Delta]:
+        deltas = self._advance(seq, *_script(seq))
+        if not seq.done:
+            self.running.append(seq)
+        return deltas
+
+    def _decode(self) -> list[tuple[Seq, list[Delta]]]:
+        rows = self.running
+        self.steps.append(len(rows))
+        time.sleep(self.delay)
+        out = [(seq, self._advance(seq, *_script(seq))) for seq in rows]
+        self._leave([seq for seq in rows if seq.done])
+        return out
+
+    def _leave(self, leaving: list[Seq]) -> None:
+        self.running = [seq for seq in self.running if seq not in leaving]
+
+    @staticmethod
+    def _advance(seq: Seq, logits: torch.Tensor, argmax: int | None) -> list[Delta]:
+        if EXPLODE in seq.prompt.extra_inputs.get("text", "") and len(seq.tokens) == 2:
+            seq.error = RuntimeError("a stage broke")
+            return []
+        return Decoder._advance(seq, logits, argmax)
+
+
+def _script(seq: Seq) -> tuple[torch.Tensor, int]:
+    """Logits (V,) that all but force the script's next token, whatever the sampling settings; and that token."""
+    if "bye" in seq.prompt.extra_inputs.get("text", ""):
+        token = EOS
+    else:
+        count = seq.tokens[-1] - NUMBERS + 1 if seq.tokens else seq.prompt.length - 1  # <bos> is no word
+        token = NUMBERS + count % 100
+    logits = torch.zeros(len(VOCAB))
+    logits[token] = 100.0
+    return logits, token
+
+
+class FakeChatRunner(ChatRunner):
+    """A chat runner over a FakeDecoder: the real generate/stream code, a whitespace "chat template"."""
+
+    def __init__(
+        self, name: str = "fake-chat", *, context_length: int = 256, defaults: GenParams = GenParams(), delay=0.0
+    ):
+        self.name, self.placement, self.vision, self.model = name, None, False, None
+        self.decoder = FakeDecoder(context_length=context_length, defaults=defaults, name=name, delay=delay)
+        self.tokenizer = self.processor = self.decoder.tokenizer
+        self.closed = False
+
+    def memory(self) -> Memory:
+        return Memory("cpu", "float32", "single", 0)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def encode_text(self, prompt: str) -> Prompt:
+        return _prompt(self.tokenizer.encode(prompt), prompt)
+
+    def encode_ids(self, ids: Sequence[int]) -> Prompt:
+        if not all(0 <= t < len(VOCAB) for t in ids):
+            raise InvalidParamError(f"prompt token ids must be between 0 and {len(VOCAB) - 1}", param="prompt")
+        return _prompt(list(ids), self.tokenizer.decode(ids))
+
+    def encode_chat(self, messages: Sequence[Message]) -> Prompt:
+        self._check_inputs(messages)
+        text = " ".join(m.content if isinstance(m.content, str) else "" for m in messages)
+        return self.encode_text(text)
+
+
+def _prompt(ids: list[int], text: str) -> Prompt:
+    # The prompt's text rides along in extra_inputs, which only the (fake) model reads.
+    return Prompt(torch.tensor([ids]), {"text": text})

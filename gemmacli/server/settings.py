@@ -9,14 +9,13 @@ from typing import Any
 
 from gemmacli.errors import GemmacliError
 from gemmacli.media import MediaLimits
+from gemmacli.models.defaults import DEFAULT_SERVE_MODEL
 from gemmacli.server.schema.limits import RequestLimits
-
-DEFAULT_CHAT_MODEL = "google/gemma-3-12b-it"
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    models: tuple[str, ...] = (DEFAULT_CHAT_MODEL,)  # served models; the task of each comes from its config
+    models: tuple[str, ...] = (DEFAULT_SERVE_MODEL,)  # served models; the task of each comes from its config
     host: str = "127.0.0.1"  # address to bind; loopback unless asked otherwise
     port: int = 8000  # TCP port
     device: str = "auto"  # auto, cpu, cuda, cuda:N or mps

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gemmacli.errors import MediaError
+from gemmacli.settings import ServerSettings
 from gemmacli.types import AudioPart, ImagePart
 
 if TYPE_CHECKING:
@@ -31,13 +32,14 @@ BLOCK_SAMPLES = 1 << 20  # samples (frames x channels) read at a time: 4 MB of f
 
 @dataclass(frozen=True)
 class MediaLimits:
-    """Per-file limits; the server builds these from its settings (GEMMACLI_MAX_IMAGE_PIXELS and friends)."""
+    """Per-file limits. The defaults are the server's settings of the same names (GEMMACLI_MAX_IMAGE_PIXELS and
+    friends), so `gemmacli chat photo.jpg` accepts what `gemmacli serve` does."""
 
-    max_image_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 50_000_000  # about 7000 x 7000
-    min_image_side: int = 2
-    max_audio_bytes: int = 100 * 1024 * 1024
-    max_audio_seconds: float = 2 * 60 * 60
+    max_image_bytes: int = ServerSettings.max_image_bytes
+    max_image_pixels: int = ServerSettings.max_image_pixels  # 50 M: about 7000 x 7000
+    min_image_side: int = ServerSettings.min_image_side
+    max_audio_bytes: int = ServerSettings.max_audio_bytes
+    max_audio_seconds: float = ServerSettings.max_audio_seconds
 
 
 DEFAULT_LIMITS = MediaLimits()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from gemmacli.device import cpu_has_native_bf16, resolve_device
 from gemmacli.errors import GemmacliError
+from gemmacli.models.defaults import DEFAULT_CHAT_MODEL
 from gemmacli.types import GenParams
 
 if TYPE_CHECKING:
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
     LoadChat = Callable[[str, str], ChatRunner]  # (model name, device) -> a loaded chat runner
 
-DEFAULT_SMOKE_MODEL = "gemma-3-270m"
 GEN_PROMPT = "Monday, Tuesday,"
 GEN_TOKENS = 8
 MATMUL_SIZE = 256
@@ -63,7 +63,7 @@ class SmokeReport:
         return {"requested": self.requested, "device": self.device, "ok": self.ok, "checks": rows}
 
 
-def run_smoke(requested: str = "auto", model: str = DEFAULT_SMOKE_MODEL, load: LoadChat | None = None) -> SmokeReport:
+def run_smoke(requested: str = "auto", model: str = DEFAULT_CHAT_MODEL, load: LoadChat | None = None) -> SmokeReport:
     """Every check in order; those that need a device are skipped when there is none to test."""
     try:
         device, accelerator = find_device(requested)

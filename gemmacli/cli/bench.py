@@ -16,8 +16,9 @@ from rich.table import Table
 
 from gemmacli.cli.app import app
 from gemmacli.cli.common import load_runner
-from gemmacli.cli.options import DEFAULT_CHAT_MODEL, DeviceOpt, DType, DTypeOpt, JsonOpt, QuietOpt, model_opt
+from gemmacli.cli.options import DeviceOpt, DType, DTypeOpt, JsonOpt, QuietOpt, model_opt
 from gemmacli.cli.ui import emit, error, stderr, stdout
+from gemmacli.models.defaults import DEFAULT_CHAT_MODEL
 
 
 def _batches(value: str) -> tuple[int, ...]:

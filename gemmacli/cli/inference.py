@@ -11,9 +11,6 @@ import typer
 from gemmacli.cli.app import app
 from gemmacli.cli.common import load_runner, read_prompt
 from gemmacli.cli.options import (
-    DEFAULT_CHAT_MODEL,
-    DEFAULT_EMBED_MODEL,
-    DEFAULT_TRANSCRIBE_MODEL,
     DeviceOpt,
     DType,
     DTypeOpt,
@@ -24,6 +21,7 @@ from gemmacli.cli.options import (
 )
 from gemmacli.cli.ui import emit, stdout
 from gemmacli.errors import GemmacliError
+from gemmacli.models.defaults import DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL, DEFAULT_TRANSCRIBE_MODEL
 from gemmacli.types import GenParams, Message, TextPart
 
 

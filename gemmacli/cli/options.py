@@ -39,7 +39,3 @@ CatalogOpt = Annotated[
     Path | None,
     typer.Option("--catalog", help="Extra catalog entries (TOML).", envvar="GEMMACLI_CATALOG", show_default=False),
 ]
-
-DEFAULT_CHAT_MODEL = "gemma-3-270m"
-DEFAULT_EMBED_MODEL = "all-minilm-l6-v2"
-DEFAULT_TRANSCRIBE_MODEL = "whisper-tiny.en"

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from gemmacli.cli.app import app
 from gemmacli.cli.common import load_runner
-from gemmacli.cli.options import DEFAULT_CHAT_MODEL, DeviceOpt, JsonOpt, QuietOpt, model_opt
+from gemmacli.cli.options import DeviceOpt, JsonOpt, QuietOpt, model_opt
 from gemmacli.cli.ui import emit, error, stdout
+from gemmacli.models.defaults import DEFAULT_CHAT_MODEL
 
 
 @app.command(

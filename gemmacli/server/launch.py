@@ -15,9 +15,10 @@ import uvicorn
 
 from gemmacli.device import set_threads
 from gemmacli.errors import GemmacliError, ModelUnavailableError
+from gemmacli.models.defaults import DEFAULT_SERVE_MODEL
 from gemmacli.models.loader import ModelLoader, Prepared
 from gemmacli.server.models_manager import load_options
-from gemmacli.server.settings import DEFAULT_CHAT_MODEL, ServerSettings
+from gemmacli.server.settings import ServerSettings
 from gemmacli.settings import Paths
 
 log = logging.getLogger("gemmacli.server")
@@ -34,7 +35,7 @@ def prepare_models(settings: ServerSettings, loader: ModelLoader, report) -> lis
         try:
             prepared.append((name, loader.prepare(name, report=report)))
         except ModelUnavailableError as exc:
-            hint = DEMO_HINT if name == DEFAULT_CHAT_MODEL and "demo" not in exc.message else ""
+            hint = DEMO_HINT if name == DEFAULT_SERVE_MODEL and "demo" not in exc.message else ""
             raise ModelUnavailableError(exc.message + hint) from None
     ids = [p.ref.name for _, p in prepared]
     if len(set(ids)) != len(ids):

@@ -12,20 +12,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gemmacli.errors import InvalidParamError
+from gemmacli.settings import ServerSettings
 
 
 @dataclass(frozen=True)
 class RequestLimits:
-    max_messages: int = 2048
-    max_inputs: int = 2048  # embedding inputs, completion prompts
-    max_text_chars: int = 10_485_760  # one text (OpenAI's limit for one string); a token-id list counts its ids
-    max_total_chars: int = 20_971_520
-    max_images: int = 32
-    max_audio_clips: int = 4
-    max_stop: int = 16
-    max_stop_chars: int = 1024
-    max_audio_prompt_chars: int = 4096
-    embed_truncate: bool = False  # the server's default for embedding inputs longer than the model's window
+    """The server's settings of the same names; their defaults and docs are declared there (gemmacli/settings.py)."""
+
+    max_messages: int = ServerSettings.max_messages
+    max_inputs: int = ServerSettings.max_inputs
+    max_text_chars: int = ServerSettings.max_text_chars  # OpenAI's limit for one string
+    max_total_chars: int = ServerSettings.max_total_chars
+    max_images: int = ServerSettings.max_images
+    max_audio_clips: int = ServerSettings.max_audio_clips
+    max_stop: int = ServerSettings.max_stop
+    max_stop_chars: int = ServerSettings.max_stop_chars
+    max_audio_prompt_chars: int = ServerSettings.max_audio_prompt_chars
+    embed_truncate: bool = ServerSettings.embed_truncate  # for embedding inputs longer than the model's window
 
 
 def check_count(items: Sequence, limit: int, param: str, what: str) -> None:

@@ -264,17 +264,24 @@ def summarize_level(level: Level, results: Sequence[RequestResult], duration: fl
     counted_by = "mixed" if len(by_usage) > 1 else "usage" if by_usage == {True} else "chunks"
     prompts = [r.prompt_tokens for r in done if r.prompt_tokens is not None]
     return LevelResult(
-        concurrency=level.concurrency, rate=level.rate, requests=len(results), completed=len(done),
-        failed=len(failed), first_error=failed[0].error if failed else None, duration_s=duration,
+        concurrency=level.concurrency,
+        rate=level.rate,
+        requests=len(results),
+        completed=len(done),
+        failed=len(failed),
+        first_error=failed[0].error if failed else None,
+        duration_s=duration,
         request_throughput=len(done) / duration if duration > 0 else 0.0,
         output_throughput=tokens / duration if duration > 0 else 0.0,
-        output_tokens=tokens, tokens_counted_by=counted_by,
-        prompt_tokens_mean=sum(prompts) / len(prompts) if prompts else None, peak_in_flight=peak,
+        output_tokens=tokens,
+        tokens_counted_by=counted_by,
+        prompt_tokens_mean=sum(prompts) / len(prompts) if prompts else None,
+        peak_in_flight=peak,
         ttft_ms=Stats.of([r.ttft for r in done if r.ttft is not None], 1000),
         tpot_ms=Stats.of([t for r in done if (t := r.tpot) is not None], 1000),
         itl_ms=Stats.of([gap for r in done for gap in r.itl], 1000),
         e2e_ms=Stats.of([r.e2e for r in done], 1000),
-    )  # fmt: skip
+    )
 
 
 # -- the in-process source
@@ -286,7 +293,9 @@ class InProcessSource:
 
     def __init__(self, runner: ChatRunner):
         self.runner = runner
-        self.model, self.device, self.dtype = runner.name, runner.placement.device, runner.placement.dtype_name
+        self.model = runner.name
+        self.device = runner.placement.device
+        self.dtype = runner.placement.dtype_name
         self.cuda = self.device.startswith("cuda")
         kinds = {"cuda": "cuda max allocated", "mps": "mps driver allocated (now, not peak)"}
         self.peak_mem_kind = kinds.get(self.device.partition(":")[0], "process peak RSS")

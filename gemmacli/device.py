@@ -47,8 +47,12 @@ class Placement:
 
     def from_pretrained_kwargs(self) -> dict:
         # safetensors only and no repository code: loading a model must never run code that came with it.
-        kwargs: dict = {"dtype": self.dtype, "attn_implementation": attention_implementation(self),
-                        "use_safetensors": True, "trust_remote_code": False}  # fmt: skip
+        kwargs: dict = {
+            "dtype": self.dtype,
+            "attn_implementation": attention_implementation(self),
+            "use_safetensors": True,
+            "trust_remote_code": False,
+        }
         if self.device_map_auto:
             kwargs["device_map"] = "auto"
         if self.max_memory:
@@ -108,8 +112,15 @@ def resolve_dtype(name: str, device: str, *, cpu_bf16: bool = True) -> str:
     return "bfloat16" if cpu_bf16 and cpu_has_native_bf16() else "float32"
 
 
-def placement(device: str = "auto", dtype: str = "auto", *, multi_gpu: bool = False, cpu_bf16: bool = True,
-              max_memory: tuple = (), load_in_8bit: bool = False) -> Placement:  # fmt: skip
+def placement(
+    device: str = "auto",
+    dtype: str = "auto",
+    *,
+    multi_gpu: bool = False,
+    cpu_bf16: bool = True,
+    max_memory: tuple = (),
+    load_in_8bit: bool = False,
+) -> Placement:
     """Resolve user-facing device/dtype strings into a Placement."""
     resolved = resolve_device(device)
     if multi_gpu and not resolved.startswith("cuda"):

@@ -75,8 +75,14 @@ class LoadReport:
 
     def to_json(self) -> dict:
         results = [asdict(r) for r in self.results]
-        return {"url": self.url, "model": self.model, "endpoint": self.endpoint, "failed": self.failed,
-                "config": self.config.to_json(), "results": results}  # fmt: skip
+        return {
+            "url": self.url,
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "failed": self.failed,
+            "config": self.config.to_json(),
+            "results": results,
+        }
 
 
 # -- pure helpers
@@ -88,8 +94,13 @@ def default_requests(concurrency: int | None, rate: float | None) -> int:
 
 
 def request_body(config: LoadConfig, model: str, prompt: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "max_tokens": config.max_tokens, "temperature": config.temperature,
-                            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": config.max_tokens,
+        "temperature": config.temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if config.endpoint == "chat":
         body["messages"] = [{"role": "user", "content": prompt}]
     else:
@@ -207,8 +218,9 @@ class Trace:
             return RequestResult(False, end - self.start, error=error)
         from_usage = self.usage_tokens is not None
         tokens = self.usage_tokens if from_usage else self.chunks
-        return RequestResult(True, end - self.start, self.first - self.start, tuple(self.itl), tokens,
-                             self.prompt_tokens, from_usage)  # fmt: skip
+        return RequestResult(
+            True, end - self.start, self.first - self.start, tuple(self.itl), tokens, self.prompt_tokens, from_usage
+        )
 
 
 # -- HTTP
@@ -221,7 +233,9 @@ class _Sender:
     """Sends streaming requests over one shared client and counts those in flight."""
 
     def __init__(self, client: httpx.AsyncClient, path: str, endpoint: str):
-        self.client, self.path, self.endpoint = client, path, endpoint
+        self.client = client
+        self.path = path
+        self.endpoint = endpoint
         self.in_flight = self.peak = 0
 
     async def send(self, body: dict[str, Any]) -> RequestResult:

@@ -33,7 +33,9 @@ class _AmountColumn(ProgressColumn):
 
     def __init__(self) -> None:
         super().__init__()
-        self._bytes, self._speed, self._count = DownloadColumn(), TransferSpeedColumn(), MofNCompleteColumn()
+        self._bytes = DownloadColumn()
+        self._speed = TransferSpeedColumn()
+        self._count = MofNCompleteColumn()
 
     def render(self, task: Task) -> Text:
         if task.fields.get("unit") != "B":
@@ -59,7 +61,10 @@ class RichTqdm:
         disable: bool = False,
         **_ignored: Any,  # unit_scale, bar_format, position, leave...: rich decides how bars look
     ) -> None:
-        self.iterable, self.desc, self.n, self.disable = iterable, desc or "", initial, disable
+        self.iterable = iterable
+        self.desc = desc or ""
+        self.n = initial
+        self.disable = disable
         if total is None and hasattr(iterable, "__len__"):  # tqdm(list_of_things) knows its length, like tqdm
             total = len(iterable)
         self._total = total

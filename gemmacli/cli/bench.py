@@ -86,42 +86,71 @@ def bench(
     quiet: QuietOpt = False,
     url: Annotated[
         str | None,
-        typer.Option(help="Load this OpenAI-compatible server instead (ours, vLLM, llama.cpp, transformers serve); "
-                     "without -m, its first chat model.", callback=_server_url, rich_help_panel=HTTP),
+        typer.Option(
+            help="Load this OpenAI-compatible server instead (ours, vLLM, llama.cpp, transformers serve); "
+            "without -m, its first chat model.",
+            callback=_server_url,
+            rich_help_panel=HTTP,
+        ),
     ] = None,
     concurrency: Annotated[
-        str, typer.Option("--concurrency", "-c", help="Closed loop: requests in flight, one level per value.",
-                          callback=_concurrency, rich_help_panel=HTTP),
+        str,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            help="Closed loop: requests in flight, one level per value.",
+            callback=_concurrency,
+            rich_help_panel=HTTP,
+        ),
     ] = "1,8,32",
     rate: Annotated[
         str | None,
-        typer.Option(help="Open loop instead: Poisson arrivals at these requests/s; an explicit --concurrency "
-                     "caps the requests in flight.", callback=_rates, rich_help_panel=HTTP, show_default=False),
+        typer.Option(
+            help="Open loop instead: Poisson arrivals at these requests/s; an explicit --concurrency "
+            "caps the requests in flight.",
+            callback=_rates,
+            rich_help_panel=HTTP,
+            show_default=False,
+        ),
     ] = None,
     requests: Annotated[
         int | None,
-        typer.Option(help="Requests per level (default: max(4 × concurrency, 16); with --rate, 10 s of arrivals, "
-                     "at least 16).", min=1, rich_help_panel=HTTP, show_default=False),
+        typer.Option(
+            help="Requests per level (default: max(4 × concurrency, 16); with --rate, 10 s of arrivals, at least 16).",
+            min=1,
+            rich_help_panel=HTTP,
+            show_default=False,
+        ),
     ] = None,
-    endpoint: Annotated[Endpoint, typer.Option(help="chat: /v1/chat/completions; completions: /v1/completions.",
-                                               rich_help_panel=HTTP)] = Endpoint.chat,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).", min=0,
-                                               rich_help_panel=HTTP)] = 0.0,
+    endpoint: Annotated[
+        Endpoint, typer.Option(help="chat: /v1/chat/completions; completions: /v1/completions.", rich_help_panel=HTTP)
+    ] = Endpoint.chat,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature (0: greedy).", min=0, rich_help_panel=HTTP)
+    ] = 0.0,
     warmup: Annotated[int, typer.Option(help="Requests sent before measuring.", min=0, rich_help_panel=HTTP)] = 1,
-    api_key: Annotated[str | None, typer.Option(help="Bearer key the server expects.", rich_help_panel=HTTP,
-                                                show_default=False)] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Bearer key the server expects.", rich_help_panel=HTTP, show_default=False)
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per request.", min=1, rich_help_panel=HTTP)] = 600.0,
     batch: Annotated[
-        str, typer.Option("--batch", "-b", help="Batch sizes to measure, comma-separated.", callback=_batches,
-                          rich_help_panel=LOCAL),
+        str,
+        typer.Option(
+            "--batch", "-b", help="Batch sizes to measure, comma-separated.", callback=_batches, rich_help_panel=LOCAL
+        ),
     ] = "1,4,8",
-    repeat: Annotated[int, typer.Option(help="Measured runs per batch size (after one warm-up).", min=1,
-                                        rich_help_panel=LOCAL)] = 1,
+    repeat: Annotated[
+        int, typer.Option(help="Measured runs per batch size (after one warm-up).", min=1, rich_help_panel=LOCAL)
+    ] = 1,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = DType.auto,
-    threads: Annotated[int | None, typer.Option(help=r"CPU threads for torch \[default: one per core].", min=1,
-                                                rich_help_panel=LOCAL, show_default=False)] = None,
-) -> None:  # fmt: skip
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help=r"CPU threads for torch \[default: one per core].", min=1, rich_help_panel=LOCAL, show_default=False
+        ),
+    ] = None,
+) -> None:
     """Measure speed: in this process (load time, prefill and decode tokens/s, peak memory per batch size),
     or with --url, a running server under load (TTFT, TPOT, ITL, throughput per concurrency or rate).
 
@@ -134,10 +163,21 @@ def bench(
         from gemmacli.loadgen import LoadConfig
 
         config = LoadConfig(
-            url, model if model_given else None, endpoint.value, tuple(concurrency), tuple(rate),
-            max(concurrency) if rate and _given(ctx, "concurrency") else None, requests, max_tokens, prompt_tokens,
-            temperature, seed, warmup, timeout, api_key,
-        )  # fmt: skip
+            url=url,
+            model=model if model_given else None,
+            endpoint=endpoint.value,
+            concurrency=tuple(concurrency),
+            rates=tuple(rate),
+            max_in_flight=max(concurrency) if rate and _given(ctx, "concurrency") else None,
+            requests=requests,
+            max_tokens=max_tokens,
+            prompt_tokens=prompt_tokens,
+            temperature=temperature,
+            seed=seed,
+            warmup=warmup,
+            timeout=timeout,
+            api_key=api_key,
+        )
         return _bench_server(config, json_out=json_out, quiet=quiet)
     from gemmacli.bench import BenchConfig, BenchReport, InProcessSource, run_bench
     from gemmacli.device import set_threads
@@ -234,14 +274,20 @@ def _bench_table(report, config) -> Table:
         short |= ended_early
         gen = f"{r.gen_tokens}{'*' if ended_early else ''}"
         table.add_row(
-            str(r.batch), str(r.prompt_tokens), gen, f"{r.prefill_tok_s:,.0f}", _num(r.decode_tok_s, "{:,.1f}"),
-            _num(r.ms_per_step, "{:.1f}"), _bytes(r.peak_mem_bytes),
-        )  # fmt: skip
+            str(r.batch),
+            str(r.prompt_tokens),
+            gen,
+            f"{r.prefill_tok_s:,.0f}",
+            _num(r.decode_tok_s, "{:,.1f}"),
+            _num(r.ms_per_step, "{:.1f}"),
+            _bytes(r.peak_mem_bytes),
+        )
     notes = [f"tokens are totals across the batch, per run ({config.repeat} run(s) after a warm-up)"]
     if short:
         notes.append(f"* fewer than batch × {config.max_tokens}: some sequences stopped at EOS")
     notes.append(f"peak mem: {report.peak_mem_kind}")
-    table.caption, table.caption_justify = "\n".join(notes), "left"
+    table.caption = "\n".join(notes)
+    table.caption_justify = "left"
     return table
 
 
@@ -257,26 +303,32 @@ def _bytes(value: int | None) -> str:
 
 def _load_table(report) -> Table:
     config = report.config
-    title = (f"{report.model} at {report.url} ({report.endpoint}, max {config.max_tokens} tokens, "
-             f"prompts ~{config.prompt_tokens} tokens, temperature {config.temperature:g})")  # fmt: skip
+    title = (
+        f"{report.model} at {report.url} ({report.endpoint}, max {config.max_tokens} tokens, "
+        f"prompts ~{config.prompt_tokens} tokens, temperature {config.temperature:g})"
+    )
     # Twelve columns: no vertical rules and one space between them, so they fit in 80 columns.
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=0)
     open_loop = bool(config.rates)
     heads = ["rate\nreq/s", "peak\nflight"] if open_loop else ["concur-\nrency"]
-    heads += ["reqs", "failed", "req/s", "out\ntok/s", "TTFT\np50", "TTFT\np90", "TTFT\np99", "TPOT\np50",
-              "ITL\np50", "ITL\np99", "e2e s\np50"]  # fmt: skip
+    heads += ["reqs", "failed", "req/s", "out\ntok/s"]
+    heads += ["TTFT\np50", "TTFT\np90", "TTFT\np99", "TPOT\np50", "ITL\np50", "ITL\np99", "e2e s\np50"]
     for head in heads:
         table.add_column(head, justify="right")
     for r in report.results:
         first = [f"{r.rate:g}", str(r.peak_in_flight)] if open_loop else [str(r.concurrency)]
         failed = f"[red]{r.failed}[/]" if r.failed else "0"
-        ttft, tpot, itl, e2e = r.ttft_ms, r.tpot_ms, r.itl_ms, r.e2e_ms
-        table.add_row(
-            *first, str(r.requests), failed, f"{r.request_throughput:.2f}", f"{r.output_throughput:,.1f}",
-            *(_stat(ttft, p, "{:,.0f}") for p in ("p50", "p90", "p99")), _stat(tpot, "p50", "{:.1f}"),
-            _stat(itl, "p50", "{:.1f}"), _stat(itl, "p99", "{:.1f}"), _stat(e2e, "p50", "{:.2f}", 1000),
-        )  # fmt: skip
-    table.caption, table.caption_justify = "\n".join(_load_notes(report)), "left"
+        counts = [str(r.requests), failed, f"{r.request_throughput:.2f}", f"{r.output_throughput:,.1f}"]
+        latencies = [
+            *(_stat(r.ttft_ms, p, "{:,.0f}") for p in ("p50", "p90", "p99")),
+            _stat(r.tpot_ms, "p50", "{:.1f}"),
+            _stat(r.itl_ms, "p50", "{:.1f}"),
+            _stat(r.itl_ms, "p99", "{:.1f}"),
+            _stat(r.e2e_ms, "p50", "{:.2f}", 1000),
+        ]
+        table.add_row(*first, *counts, *latencies)
+    table.caption = "\n".join(_load_notes(report))
+    table.caption_justify = "left"
     return table
 
 

@@ -62,10 +62,17 @@ def chat(
     if raw and (images or system):
         raise GemmacliError("--raw completes plain text: it takes no images and no --system")
     params = GenParams(
-        max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-        repetition_penalty=repetition_penalty, frequency_penalty=frequency_penalty,
-        presence_penalty=presence_penalty, stop=tuple(stop or ()), seed=seed,
-    )  # fmt: skip
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        frequency_penalty=frequency_penalty,
+        presence_penalty=presence_penalty,
+        stop=tuple(stop or ()),
+        seed=seed,
+    )
     runner = load_runner(model, "chat", device=device, dtype=dtype, multi_gpu=multi_gpu, quiet=quiet)
     if raw:
         deltas = runner.stream_text(prompt, params)
@@ -85,9 +92,16 @@ def _print_stream(deltas, *, json_out: bool, model: str) -> None:
         if delta.finish_reason is not None:
             usage = delta.usage
             if json_out:
-                result = {"model": model, "text": "".join(text), "finish_reason": delta.finish_reason,
-                          "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                                    "total_tokens": usage.total_tokens}}  # fmt: skip
+                result = {
+                    "model": model,
+                    "text": "".join(text),
+                    "finish_reason": delta.finish_reason,
+                    "usage": {
+                        "prompt_tokens": usage.prompt_tokens,
+                        "completion_tokens": usage.completion_tokens,
+                        "total_tokens": usage.total_tokens,
+                    },
+                }
                 emit(json.dumps(result, ensure_ascii=False))
             else:
                 emit("")

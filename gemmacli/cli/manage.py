@@ -57,8 +57,13 @@ def download(
                 if revision or include or local_dir:
                     if not ref.repo_id:
                         raise GemmacliError(f"{name} is not on the Hub: --revision/--include/--local-dir do not apply")
-                    folder = hub.download(ref.repo_id, revision=revision, include=include, local_dir=local_dir,
-                                          tqdm_class=report.tqdm_class)  # fmt: skip
+                    folder = hub.download(
+                        ref.repo_id,
+                        revision=revision,
+                        include=include,
+                        local_dir=local_dir,
+                        tqdm_class=report.tqdm_class,
+                    )
                 elif ref.url is not None:  # always list the bucket: a changed file is fetched again
                     fetched = objstore.fetch(ref.url, loader.paths.models_dir, report)
                     folder = fetched.path
@@ -127,8 +132,13 @@ def models(
 def _served_row(card: dict) -> dict:
     """A /v1/models card as a `models` row; status is loaded, loading or available (loads on first use)."""
     source = "server" if card.get("owned_by") == "gemmacli" else str(card.get("owned_by", ""))
-    return {"name": card["id"], "task": card.get("task", ""), "status": card.get("status", "loaded"),
-            "source": source, "description": ""}  # fmt: skip
+    return {
+        "name": card["id"],
+        "task": card.get("task", ""),
+        "status": card.get("status", "loaded"),
+        "source": source,
+        "description": "",
+    }
 
 
 @app.command(epilog="[b]Example[/]\n\n  gemmacli rm gemma-270m-it")

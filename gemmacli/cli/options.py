@@ -18,9 +18,12 @@ class DType(StrEnum):
 
 def model_opt(default: str, task: str) -> object:
     return typer.Option(
-        "--model", "-m", help=f"{task} model: catalog alias, Hub repo id, s3:// or gs:// URL, local folder or GGUF.",
-        envvar=f"GEMMACLI_{task.upper()}_MODEL", show_default=True,
-    )  # fmt: skip
+        "--model",
+        "-m",
+        help=f"{task} model: catalog alias, Hub repo id, s3:// or gs:// URL, local folder or GGUF.",
+        envvar=f"GEMMACLI_{task.upper()}_MODEL",
+        show_default=True,
+    )
 
 
 DeviceOpt = Annotated[

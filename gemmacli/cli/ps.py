@@ -70,8 +70,16 @@ def ps_table(stats: dict):
         table.add_column(column, justify="right")
     for m in stats["models"]:
         idle = "busy" if m["in_flight"] else _duration(m["idle_s"])
-        table.add_row(m["id"], m["task"], m["device"], m["dtype"], _size(m["memory_bytes"]), str(m["in_flight"]),
-                      str(m["requests"]), idle)  # fmt: skip
+        table.add_row(
+            m["id"],
+            m["task"],
+            m["device"],
+            m["dtype"],
+            _size(m["memory_bytes"]),
+            str(m["in_flight"]),
+            str(m["requests"]),
+            idle,
+        )
     return table
 
 

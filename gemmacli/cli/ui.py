@@ -32,7 +32,9 @@ class Reporter:
     """
 
     def __init__(self, progress=None, task=None, tqdm_class=None):
-        self.progress, self.task, self.tqdm_class = progress, task, tqdm_class
+        self.progress = progress
+        self.task = task
+        self.tqdm_class = tqdm_class
 
     def __call__(self, step: str) -> None:
         if self.task is not None:

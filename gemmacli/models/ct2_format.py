@@ -26,7 +26,9 @@ class _Reader:
     """Little-endian cursor over model.bin; running off the end is a user error, not a struct.error."""
 
     def __init__(self, data: bytes, path: Path):
-        self.data, self.pos, self.path = memoryview(data), 0, path  # slices of a memoryview are not copies
+        self.data = memoryview(data)  # slices of a memoryview are not copies
+        self.pos = 0
+        self.path = path
 
     def take(self, n: int) -> memoryview:
         if self.pos + n > len(self.data):

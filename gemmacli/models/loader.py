@@ -86,9 +86,14 @@ class ModelLoader:
             self.catalog = Catalog.load(self.paths.catalog_file)
 
     def prepare(
-        self, name: str, *, task: Task | None = None, report: Report = print, download: bool = True,
+        self,
+        name: str,
+        *,
+        task: Task | None = None,
+        report: Report = print,
+        download: bool = True,
         local_paths: bool = True,
-    ) -> Prepared:  # fmt: skip
+    ) -> Prepared:
         """Resolve `name` and get its files onto disk (download or import); no weights are loaded yet."""
         ref = resolve(name, self.catalog, self.paths, local_paths=local_paths)
         folder = materialize(ref, self.paths, report, download=download)

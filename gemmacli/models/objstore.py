@@ -309,8 +309,11 @@ def translate(err: Exception, url: ObjectURL, env: ObjectStoreEnv, key: str | No
     chain = _causes(err)
     names = {type(e).__name__ for e in chain}
     where = _endpoint(url, env)
-    creds = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE" if url.scheme == "s3" else (
-        "GOOGLE_APPLICATION_CREDENTIALS")  # fmt: skip
+    creds = (
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+        if url.scheme == "s3"
+        else "GOOGLE_APPLICATION_CREDENTIALS"
+    )
     if "NoCredentialsError" in names or "PartialCredentialsError" in names:
         return ModelUnavailableError(f"no credentials for {url}: set {creds}", param="model")
     text = " ".join(str(e) for e in chain)

@@ -28,7 +28,10 @@ class ChatRunner:
     def __init__(self, model, processor, *, name: str, defaults: GenParams = GenParams(), placement: Placement):
         from gemmacli.runners.decoder import Decoder
 
-        self.model, self.processor, self.name, self.placement = model, processor, name, placement
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.placement = placement
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.vision = getattr(model.config, "vision_config", None) is not None
         self.decoder: Decoder = Decoder(

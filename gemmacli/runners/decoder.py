@@ -84,7 +84,9 @@ class Decoder:
     """Every sequence of one chat model. `defaults` fill what a request leaves unset, before the global ones."""
 
     def __init__(self, model, tokenizer, *, eos_ids, context_length: int, defaults: GenParams, name: str):
-        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
         self.eos_ids = frozenset(eos_ids)
         self.context_length = context_length
         self.defaults = defaults
@@ -143,7 +145,9 @@ class Decoder:
     def close(self) -> None:
         """Forget every sequence, the cache and the model (being unloaded): whoever still holds the decoder
         (an engine between two steps) no longer keeps the weights alive."""
-        self.pending, self.running, self._ended = [], [], []
+        self.pending = []
+        self.running = []
+        self._ended = []
         self.rows.clear()
         self.model = self.tokenizer = None
 

@@ -27,7 +27,9 @@ class EmbedRunner:
     ENCODERS: ClassVar = ("bert", "xlm-roberta", "mpnet", "nomic_bert")
 
     def __init__(self, model, *, name: str, placement: Placement):
-        self.model, self.name, self.placement = model, name, placement
+        self.model = model
+        self.name = name
+        self.placement = placement
         self.tokenizer = model.tokenizer
         self.dimensions = int(model.get_embedding_dimension())
         self.max_tokens = int(model.max_seq_length or self.tokenizer.model_max_length)
@@ -81,8 +83,14 @@ class EmbedRunner:
 
     def count_tokens(self, texts: Sequence[str]) -> tuple[int, ...]:
         """Each input's full length in tokens, special tokens included; above `max_tokens` means it is cut."""
-        lengths = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False,
-                                 return_attention_mask=False, return_token_type_ids=False)  # fmt: skip
+        lengths = self.tokenizer(
+            list(texts),
+            add_special_tokens=True,
+            truncation=False,
+            verbose=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
         return tuple(len(ids) for ids in lengths["input_ids"])
 
 

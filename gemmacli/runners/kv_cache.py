@@ -113,7 +113,9 @@ class BatchCache:
         mask = torch.ones((1, length), dtype=torch.long, device=device)
         position = torch.tensor([[length]], device=device)
         if self.cache is None:
-            self.cache, self.mask, self.next_position = cache, mask, position
+            self.cache = cache
+            self.mask = mask
+            self.next_position = position
             return
         width = max(self.mask.shape[1], length)
         _pad_cache(self.cache, width)

@@ -23,11 +23,19 @@ from gemmacli.server.services import Services
 from gemmacli.server.settings import ServerSettings
 
 ROUTES = [
-    meta.health, meta.metrics, meta.list_models, meta.get_model,
-    chat.chat_completions, completions.completions, embeddings.embeddings,
-    audio.transcriptions, audio.translations,
-    admin.stats, admin.load, admin.unload,
-]  # fmt: skip
+    meta.health,
+    meta.metrics,
+    meta.list_models,
+    meta.get_model,
+    chat.chat_completions,
+    completions.completions,
+    embeddings.embeddings,
+    audio.transcriptions,
+    audio.translations,
+    admin.stats,
+    admin.load,
+    admin.unload,
+]
 
 
 def create_app(
@@ -43,8 +51,9 @@ def create_app(
     """Everything the app uses is passed in: tests hand it `models` already loaded; `gemmacli serve` hands it a
     loader and the prepared models to `preload` (the manager loads them, and others on demand, with `loader`)."""
     metrics = metrics or Metrics()
-    engine = engine or Engine(max_running=settings.max_batch, max_queue=settings.max_queue,
-                              on_change=metrics.engine_changed)  # fmt: skip
+    engine = engine or Engine(
+        max_running=settings.max_batch, max_queue=settings.max_queue, on_change=metrics.engine_changed
+    )
     manager = ModelManager.from_settings(engine, settings, models=models, loader=loader)
     batcher = EmbedBatcher.from_settings(engine, metrics, settings)
     services = Services(engine, metrics, settings, batcher, manager, remote_media=RemoteMedia.from_settings(settings))

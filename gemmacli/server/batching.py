@@ -98,8 +98,14 @@ class EmbedBatcher:
 
     @classmethod
     def from_settings(cls, engine: Engine, metrics: Metrics, settings: ServerSettings) -> EmbedBatcher:
-        return cls(engine, metrics, window_ms=settings.embed_batch_window_ms, max_batch=settings.embed_max_batch,
-                   cache_size=settings.embed_cache_size, timeout=settings.request_timeout)  # fmt: skip
+        return cls(
+            engine,
+            metrics,
+            window_ms=settings.embed_batch_window_ms,
+            max_batch=settings.embed_max_batch,
+            cache_size=settings.embed_cache_size,
+            timeout=settings.request_timeout,
+        )
 
     async def embed(self, model: str, runner: Any, texts: Sequence[str], dimensions: int | None = None) -> Embeddings:
         """Unit vectors for `texts`, cut to `dimensions`, as `runner.embed` would give; callers bound the wait."""

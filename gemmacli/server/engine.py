@@ -57,7 +57,9 @@ class EngineStopped(Exception):
     """The engine is shutting down and takes no new work."""
 
 
-_ITEM, _ERROR, _DONE = "item", "error", "done"
+_ITEM = "item"
+_ERROR = "error"
+_DONE = "done"
 
 
 @dataclass(eq=False)

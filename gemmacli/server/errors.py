@@ -26,17 +26,34 @@ _STATUS: list[tuple[type[errors.GemmacliError], int, str]] = [
     (errors.GemmacliError, 400, "invalid_request_error"),
 ]
 OOM_RETRY_AFTER = 5  # seconds: the memory is free again at once, but a burst that caused it needs time to pass
-_HTTP_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
-               415: "unsupported_media_type"}  # fmt: skip
+_HTTP_CODES = {
+    401: "invalid_api_key",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
 
 
 class APIError(Exception):
     """An error with its HTTP status decided where it is raised (routes, middleware)."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
@@ -68,18 +85,25 @@ def to_api_error(exc: Exception, request_id: str | None = None) -> APIError:
         status, kind = next((s, t) for cls, s, t in _STATUS if isinstance(exc, cls))
         return APIError(status, exc.message, type=kind, param=exc.param, code=exc.code)
     if isinstance(exc, Overloaded):
-        return APIError(429, str(exc), type="requests", code="rate_limit_exceeded",
-                        headers={"Retry-After": str(exc.retry_after)})  # fmt: skip
+        return APIError(
+            429, str(exc), type="requests", code="rate_limit_exceeded", headers={"Retry-After": str(exc.retry_after)}
+        )
     if is_out_of_memory(exc):
         log.warning("out of memory", extra={"request_id": request_id, "error": type(exc).__name__})
         retry = {"Retry-After": str(OOM_RETRY_AFTER)}
-        return APIError(503, "the server ran out of memory for this request; retry later or ask for less",
-                        type="server_error", code="out_of_memory", headers=retry)  # fmt: skip
+        return APIError(
+            503,
+            "the server ran out of memory for this request; retry later or ask for less",
+            type="server_error",
+            code="out_of_memory",
+            headers=retry,
+        )
     if isinstance(exc, EngineStopped):
         return APIError(503, str(exc), type="server_error", code="shutting_down")
     if isinstance(exc, TimeoutError):
-        return APIError(504, "the request took longer than the server's request timeout", type="server_error",
-                        code="timeout")  # fmt: skip
+        return APIError(
+            504, "the request took longer than the server's request timeout", type="server_error", code="timeout"
+        )
     if isinstance(exc, ValidationException):
         return _validation_error(exc)
     if isinstance(exc, UnicodeDecodeError):  # Litestar decodes the body as UTF-8 before msgspec sees it
@@ -88,8 +112,13 @@ def to_api_error(exc: Exception, request_id: str | None = None) -> APIError:
         return APIError(400, "the request body's JSON is nested too deeply", code="invalid_json")
     if isinstance(exc, HTTPException):
         status = exc.status_code
-        return APIError(status, _http_message(exc), type="invalid_request_error" if status < 500 else "server_error",
-                        code=_HTTP_CODES.get(status), headers=dict(exc.headers or {}))  # fmt: skip
+        return APIError(
+            status,
+            _http_message(exc),
+            type="invalid_request_error" if status < 500 else "server_error",
+            code=_HTTP_CODES.get(status),
+            headers=dict(exc.headers or {}),
+        )
     log.exception("internal error", extra={"request_id": request_id})
     suffix = f" (request id {request_id})" if request_id else ""
     return APIError(500, f"internal server error{suffix}", type="server_error", code="internal_error")

@@ -62,8 +62,14 @@ def serve(settings: ServerSettings, report) -> None:
     app = create_app(settings, loader=loader, preload=prepared)  # the model manager loads them
     auth = bool(settings.api_keys or settings.api_key_file)
     log.info("listening", extra={"url": f"http://{settings.host}:{settings.port}", "auth": auth})
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=settings.shutdown_timeout + ABORT_GRACE)  # fmt: skip
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout + ABORT_GRACE,
+    )
     # uvicorn drains, then re-raises the signal to the handler it found: make that a clean exit 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     DrainingServer(config, app.state["services"].engine, settings.shutdown_timeout).run()
@@ -83,8 +89,10 @@ class DrainingServer(uvicorn.Server):
         self.engine, self.drain_seconds = engine, drain_seconds
 
     async def shutdown(self, sockets=None) -> None:
-        log.info("shutting down", extra={"running": self.engine.running, "waiting": self.engine.waiting,
-                                         "drain_seconds": self.drain_seconds})  # fmt: skip
+        log.info(
+            "shutting down",
+            extra={"running": self.engine.running, "waiting": self.engine.waiting, "drain_seconds": self.drain_seconds},
+        )
         abort = asyncio.get_running_loop().call_later(self.drain_seconds, self._abort)
         try:
             await super().shutdown(sockets)
@@ -92,8 +100,10 @@ class DrainingServer(uvicorn.Server):
             abort.cancel()
 
     def _abort(self) -> None:
-        log.warning("shutdown timeout: cancelling running requests",
-                    extra={"running": self.engine.running, "waiting": self.engine.waiting})  # fmt: skip
+        log.warning(
+            "shutdown timeout: cancelling running requests",
+            extra={"running": self.engine.running, "waiting": self.engine.waiting},
+        )
         self.engine.stop(timeout=0)  # do not block the event loop: the streams still have to write their errors
 
 

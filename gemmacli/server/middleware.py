@@ -27,8 +27,16 @@ from gemmacli.server.metrics import Metrics
 log = logging.getLogger("gemmacli.access")
 _ORIGIN = re.compile(r"^https?://[^/?#@\\\s]+$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/audio/transcriptions",
-              "/v1/audio/translations", "/v1/models", "/health", "/metrics")  # fmt: skip
+_ENDPOINTS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
+    "/v1/models",
+    "/health",
+    "/metrics",
+)
 
 
 def endpoint_label(path: str) -> str:
@@ -97,8 +105,10 @@ def cors_config(origins: tuple[str, ...]) -> CORSConfig | None:
         return None
     for origin in origins:
         if origin != "*" and not _ORIGIN.match(origin):
-            raise GemmacliError(f"--cors-origin {origin!r} is not an origin such as https://app.example.com "
-                                "(scheme and host, optional port, no path or trailing slash)")  # fmt: skip
+            raise GemmacliError(
+                f"--cors-origin {origin!r} is not an origin such as https://app.example.com "
+                "(scheme and host, optional port, no path or trailing slash)"
+            )
     return CORSConfig(allow_origins=list(origins), expose_headers=["x-request-id", "retry-after"])
 
 
@@ -147,9 +157,13 @@ def _authorized(headers: dict[bytes, bytes], keys: tuple[bytes, ...]) -> bool:
 
 
 async def _unauthorized(send, extra_headers: list[tuple[bytes, bytes]]) -> None:
-    body = msgspec.json.encode(error_body("missing or invalid API key: send 'Authorization: Bearer <key>'",
-                                          "invalid_request_error", code="invalid_api_key"))  # fmt: skip
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"www-authenticate", b"Bearer"), *extra_headers]  # fmt: skip
+    message = "missing or invalid API key: send 'Authorization: Bearer <key>'"
+    body = msgspec.json.encode(error_body(message, "invalid_request_error", code="invalid_api_key"))
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", b"Bearer"),
+        *extra_headers,
+    ]
     await send({"type": "http.response.start", "status": 401, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -48,7 +48,10 @@ class ModelManager:
         options: LoadOptions = LoadOptions(),
         policy: Policy = Policy(),
     ):
-        self.engine, self.loader, self.options, self.policy = engine, loader, options, policy
+        self.engine = engine
+        self.loader = loader
+        self.options = options
+        self.policy = policy
         self.started = time.time()
         self.ready = True  # every preloaded model is in memory and warmed up (see start)
         self.failure: str | None = None  # why preloading failed, for /health
@@ -248,9 +251,13 @@ class ModelManager:
             self.loads += 1
             log.info(
                 "model loaded",
-                extra={"model": model_id, "task": model.task, "device": model.memory.device,
-                       "seconds": round(time.monotonic() - started, 2)},
-            )  # fmt: skip
+                extra={
+                    "model": model_id,
+                    "task": model.task,
+                    "device": model.memory.device,
+                    "seconds": round(time.monotonic() - started, 2),
+                },
+            )
         finally:
             self._loading.pop(model_id, None)
             self._notify()
@@ -275,8 +282,13 @@ class ModelManager:
                 await self._unload(victim, "evicted")
                 continue
             if (remaining := deadline - loop.time()) <= 0:
-                raise APIError(503, f"every loaded model is busy (at most {limit} loaded); try again shortly",
-                               type="server_error", code="model_capacity", headers={"Retry-After": "5"})  # fmt: skip
+                raise APIError(
+                    503,
+                    f"every loaded model is busy (at most {limit} loaded); try again shortly",
+                    type="server_error",
+                    code="model_capacity",
+                    headers={"Retry-After": "5"},
+                )
             if self._changed is None:
                 self._changed = asyncio.Event()
             with contextlib.suppress(TimeoutError):

@@ -48,14 +48,19 @@ ERRORS = {
 _INFERENCE = (400, 401, 404, 413, 415, 429, 500, 503, 504)
 _STATUSES = {"/health": (500,), "/metrics": (500,), "/v1/models": (401, 500), "/v1/models/{model_id}": (401, 404, 500)}
 # path -> (the whole answer, one streamed chunk)
-_TYPED_200 = {"/v1/chat/completions": ("ChatCompletion", "ChatCompletionChunk"),
-              "/v1/completions": ("TextCompletion", "TextCompletion")}  # fmt: skip
+_TYPED_200 = {
+    "/v1/chat/completions": ("ChatCompletion", "ChatCompletionChunk"),
+    "/v1/completions": ("TextCompletion", "TextCompletion"),
+}
 _EXAMPLES = {
-    "/v1/chat/completions": {"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Hello!"}],
-                             "max_tokens": 16},
+    "/v1/chat/completions": {
+        "model": "gemma-3-270m",
+        "messages": [{"role": "user", "content": "Hello!"}],
+        "max_tokens": 16,
+    },
     "/v1/completions": {"model": "gemma-3-270m", "prompt": "Once upon a time", "max_tokens": 16},
     "/v1/embeddings": {"model": "all-minilm-l6-v2", "input": ["first text", "second text"]},
-}  # fmt: skip
+}
 _RETRY = {"Retry-After": OpenAPIHeader(schema=Spec(type=OpenAPIType.INTEGER), description="Seconds to wait")}
 
 

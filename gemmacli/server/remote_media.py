@@ -37,8 +37,12 @@ from gemmacli.server.url_guard import (
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CHUNK = 64 * 1024
 # identity: a compressed body would dodge the byte cap until it is inflated.
-HEADERS = (("User-Agent", f"gemmacli/{__version__}"), ("Accept", "image/*, audio/*, */*;q=0.5"),
-           ("Accept-Encoding", "identity"), ("Connection", "close"))  # fmt: skip
+HEADERS = (
+    ("User-Agent", f"gemmacli/{__version__}"),
+    ("Accept", "image/*, audio/*, */*;q=0.5"),
+    ("Accept-Encoding", "identity"),
+    ("Connection", "close"),
+)
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:
@@ -63,8 +67,12 @@ class RemoteMedia:
         resolver: Callable[[str, int], list[IPAddress]] = resolve,  # the seam tests use to play DNS tricks
         tls: ssl.SSLContext | None = None,  # None: the system's trusted CAs
     ):
-        self.hosts, self.networks, self.timeout, self.max_redirects = hosts, networks, timeout, max_redirects
-        self.resolver, self.tls = resolver, tls
+        self.hosts = hosts
+        self.networks = networks
+        self.timeout = timeout
+        self.max_redirects = max_redirects
+        self.resolver = resolver
+        self.tls = tls
 
     @classmethod
     def from_settings(cls, settings) -> RemoteMedia | None:
@@ -127,12 +135,14 @@ class RemoteMedia:
         for ip in addresses:
             if reason := forbidden_reason(ip, self.networks):
                 what = "is" if target.ip is not None else "resolves to"
-                raise refuse(f"the host {target.host} {what} a {reason} address, which this server does not "
-                             "fetch from", param)  # fmt: skip
+                raise refuse(
+                    f"the host {target.host} {what} a {reason} address, which this server does not fetch from", param
+                )
         return target, addresses[0]
 
-    def _get(self, target: Target, address: IPAddress, deadline: Deadline, max_bytes: int,
-             param: str) -> tuple[int, str | None, bytes]:  # fmt: skip
+    def _get(
+        self, target: Target, address: IPAddress, deadline: Deadline, max_bytes: int, param: str
+    ) -> tuple[int, str | None, bytes]:
         conn = _connection(target, address, deadline.remaining(), self.tls)
         try:
             with deadline.watch(conn):
@@ -182,11 +192,13 @@ class Deadline:
             timer.cancel()
 
 
-def _connection(target: Target, address: IPAddress, timeout: float,
-                tls: ssl.SSLContext | None) -> http.client.HTTPConnection:  # fmt: skip
+def _connection(
+    target: Target, address: IPAddress, timeout: float, tls: ssl.SSLContext | None
+) -> http.client.HTTPConnection:
     if target.scheme == "https":
-        return _PinnedHTTPS(target.host, target.port, timeout=timeout, address=address,
-                            context=tls or ssl.create_default_context())  # fmt: skip
+        return _PinnedHTTPS(
+            target.host, target.port, timeout=timeout, address=address, context=tls or ssl.create_default_context()
+        )
     return _PinnedHTTP(target.host, target.port, timeout=timeout, address=address)
 
 

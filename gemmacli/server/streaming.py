@@ -55,8 +55,13 @@ class Run:
         started: float,
         choices: int,
     ):
-        self.metrics, self.model, self.endpoint, self.choices = services.metrics, model, endpoint, choices
-        self._rest, self._first, self._started = rest, first, started
+        self.metrics = services.metrics
+        self.model = model
+        self.endpoint = endpoint
+        self.choices = choices
+        self._rest = rest
+        self._first = first
+        self._started = started
         self._last = time.perf_counter()
         self.usage = Usage(0, 0)  # summed over the finished choices
         self.metrics.ttft.labels(model).observe(self._last - started)

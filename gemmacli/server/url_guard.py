@@ -59,8 +59,11 @@ def parse_url(url: str, param: str) -> Target:
     if len(url) > MAX_URL_LENGTH:
         raise refuse(f"the URL is longer than {MAX_URL_LENGTH} characters", param)
     if not url.isascii():
-        raise refuse("the URL has non-ASCII characters: percent-encode the path, and write an international "
-                     "domain name in its xn-- (punycode) form", param)  # fmt: skip
+        raise refuse(
+            "the URL has non-ASCII characters: percent-encode the path, and write an international "
+            "domain name in its xn-- (punycode) form",
+            param,
+        )
     if "\\" in url:
         raise refuse("the URL has a backslash, which HTTP clients disagree about; use '/'", param)
     if any(c <= " " or c == "\x7f" for c in url):
@@ -116,8 +119,11 @@ def _ip_literal(host: str, param: str) -> IPAddress | None:
         try:
             return ipaddress.IPv4Address(name)  # dotted quad only: no octal, hex, or fewer than four parts
         except ValueError:
-            raise refuse(f"the URL's host {host!r} is an ambiguous numeric address; write an IPv4 address as "
-                         "four decimal numbers", param) from None  # fmt: skip
+            raise refuse(
+                f"the URL's host {host!r} is an ambiguous numeric address; write an IPv4 address as "
+                "four decimal numbers",
+                param,
+            ) from None
     return None
 
 

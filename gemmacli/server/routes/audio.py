@@ -29,12 +29,15 @@ class TranscriptOperation(Operation):
         if ok is not None:
             text = Schema(type=OpenAPIType.STRING)
             transcript = Schema(type=OpenAPIType.OBJECT, required=["text"], properties={"text": text})
-            ok.content = {"application/json": OpenAPIMediaType(schema=transcript),
-                          "text/plain": OpenAPIMediaType(schema=text)}  # fmt: skip
+            ok.content = {
+                "application/json": OpenAPIMediaType(schema=transcript),
+                "text/plain": OpenAPIMediaType(schema=text),
+            }
 
 
-@post(TRANSCRIPTIONS, status_code=200, before_request=TranscriptionForm.check_request,
-      operation_class=TranscriptOperation)  # fmt: skip
+@post(
+    TRANSCRIPTIONS, status_code=200, before_request=TranscriptionForm.check_request, operation_class=TranscriptOperation
+)
 async def transcriptions(
     data: Annotated[TranscriptionForm, MULTIPART], services: Services, request: Request
 ) -> Response[str]:
@@ -42,8 +45,7 @@ async def transcriptions(
     return await _transcribe(data, services, TRANSCRIPTIONS, request.scope)
 
 
-@post(TRANSLATIONS, status_code=200, before_request=TranslationForm.check_request,
-      operation_class=TranscriptOperation)  # fmt: skip
+@post(TRANSLATIONS, status_code=200, before_request=TranslationForm.check_request, operation_class=TranscriptOperation)
 async def translations(
     data: Annotated[TranslationForm, MULTIPART], services: Services, request: Request
 ) -> Response[str]:

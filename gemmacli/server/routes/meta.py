@@ -31,8 +31,14 @@ def model_card(view: ModelView) -> dict:
     """OpenAI's model object, plus our `task` and `status` (loaded, loading or available: loads on first use)."""
     model = view.model
     created = model.created if model is not None else 0
-    card = {"id": view.id, "object": "model", "created": created, "owned_by": "gemmacli", "task": view.task,
-            "status": view.status}  # fmt: skip
+    card = {
+        "id": view.id,
+        "object": "model",
+        "created": created,
+        "owned_by": "gemmacli",
+        "task": view.task,
+        "status": view.status,
+    }
     if model is not None and model.dimensions is not None:
         card["dimensions"] = model.dimensions
     return card

@@ -81,8 +81,10 @@ class TranslationForm(msgspec.Struct, kw_only=True):
     def check_limits(self, limits: RequestLimits, media: MediaLimits) -> None:
         """The prompt's length and the upload's size, before the upload is read into memory."""
         if self.prompt and len(self.prompt) > limits.max_audio_prompt_chars:
-            raise InvalidParamError(f"prompt is {len(self.prompt):,} characters long; the limit is "
-                                    f"{limits.max_audio_prompt_chars:,}", param="prompt")  # fmt: skip
+            raise InvalidParamError(
+                f"prompt is {len(self.prompt):,} characters long; the limit is {limits.max_audio_prompt_chars:,}",
+                param="prompt",
+            )
         size = self.file.file.seek(0, os.SEEK_END)
         self.file.file.seek(0)
         if size > media.max_audio_bytes:

@@ -129,8 +129,9 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
     @property
     def has_media(self) -> bool:
         """Decoding media costs real CPU: the route moves such requests off the event loop."""
-        return any(not isinstance(p, TextContent) for m in self.messages if isinstance(m.content, list)
-                   for p in m.content)  # fmt: skip
+        return any(
+            not isinstance(p, TextContent) for m in self.messages if isinstance(m.content, list) for p in m.content
+        )
 
     def to_messages(self, limits: MediaLimits, *, remote: RemoteMedia | None = None) -> list[Message]:
         """Blocking (media URLs may be fetched): the route runs it on a worker thread when there is media."""
@@ -185,8 +186,11 @@ def _fetch(url: MediaURL | str, param: str, max_bytes: int, remote: RemoteMedia 
     if url[:5].lower() == "data:":
         return decode_data_url(url, param=param, max_bytes=max_bytes, kind=kind)
     if remote is None:
-        raise MediaError("only data: URLs are accepted (data:image/png;base64,...): this server does not fetch "
-                         "media URLs (gemmacli serve --allow-remote-media turns that on)", param=param)  # fmt: skip
+        raise MediaError(
+            "only data: URLs are accepted (data:image/png;base64,...): this server does not fetch "
+            "media URLs (gemmacli serve --allow-remote-media turns that on)",
+            param=param,
+        )
     return remote.fetch(url, max_bytes, param)
 
 
@@ -218,8 +222,9 @@ class ChatCompletion(Struct, kw_only=True):
     @classmethod
     def build(cls, model: str, completion: Completion) -> ChatCompletion:
         choice = ChatChoice(0, AssistantMessage(content=completion.text), finish_reason(completion.finish_reason))
-        return cls(id=new_id("chatcmpl"), created=now(), model=model, choices=[choice],
-                   usage=wire_usage(completion.usage))  # fmt: skip
+        return cls(
+            id=new_id("chatcmpl"), created=now(), model=model, choices=[choice], usage=wire_usage(completion.usage)
+        )
 
 
 class ChunkDelta(Struct):
@@ -248,11 +253,19 @@ class ChatChunks:
     """Turns deltas into OpenAI's chunk sequence; all chunks share one id and created time."""
 
     def __init__(self, model: str, include_usage: bool):
-        self.id, self.created, self.model, self.include_usage = new_id("chatcmpl"), now(), model, include_usage
+        self.id = new_id("chatcmpl")
+        self.created = now()
+        self.model = model
+        self.include_usage = include_usage
 
     def _chunk(self, choices: list[ChunkChoice], usage: Any = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices,
-                                   usage=usage if self.include_usage else UNSET)  # fmt: skip
+        return ChatCompletionChunk(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=choices,
+            usage=usage if self.include_usage else UNSET,
+        )
 
     def opening(self) -> list[ChatCompletionChunk]:
         return [self._chunk([ChunkChoice(0, ChunkDelta(role="assistant", content=""))])]

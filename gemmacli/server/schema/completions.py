@@ -43,8 +43,15 @@ class GenerationRequest(Struct, kw_only=True):
     """The fields both text endpoints share. Unset sampling fields stay None: the model's defaults apply."""
 
     # Accepted and ignored: they change nothing about the tokens we produce (or are bookkeeping).
-    IGNORED: ClassVar[tuple[str, ...]] = ("user", "metadata", "store", "service_tier", "parallel_tool_calls",
-                                          "prediction", "stream_options.include_obfuscation")  # fmt: skip
+    IGNORED: ClassVar[tuple[str, ...]] = (
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "parallel_tool_calls",
+        "prediction",
+        "stream_options.include_obfuscation",
+    )
 
     model: str
     max_tokens: TokenCount | None = None
@@ -191,11 +198,19 @@ class CompletionChunks:
     """Turns deltas into stream chunks; every chunk shares one id and created time, as OpenAI's do."""
 
     def __init__(self, model: str, include_usage: bool):
-        self.id, self.created, self.model, self.include_usage = new_id("cmpl"), now(), model, include_usage
+        self.id = new_id("cmpl")
+        self.created = now()
+        self.model = model
+        self.include_usage = include_usage
 
     def _chunk(self, choices: list[CompletionChoice], usage: Any = None) -> TextCompletion:
-        return TextCompletion(id=self.id, created=self.created, model=self.model, choices=choices,
-                              usage=usage if self.include_usage else UNSET)  # fmt: skip
+        return TextCompletion(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=choices,
+            usage=usage if self.include_usage else UNSET,
+        )
 
     def opening(self) -> list[TextCompletion]:
         return []

@@ -39,9 +39,14 @@ def client(**settings) -> TestClient:
 
 
 def preflight(c: TestClient, origin: str):
-    return c.options("/v1/chat/completions", headers={
-        "Origin": origin, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type"})  # fmt: skip
+    return c.options(
+        "/v1/chat/completions",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
 
 
 def test_the_default_bind_is_loopback_and_everything_is_closed_to_browsers():
@@ -77,9 +82,14 @@ def test_cors_with_keys_preflight_needs_none_but_requests_do():
         assert preflight(c, EVIL).status_code == 400
 
 
-BAD_ORIGINS = {"trailing-slash": "https://app.example.com/", "with-path": "https://app.example.com/ui",
-               "no-scheme": "app.example.com", "other-scheme": "ftp://app.example.com",
-               "userinfo": "https://user@app.example.com", "empty": ""}  # fmt: skip
+BAD_ORIGINS = {
+    "trailing-slash": "https://app.example.com/",
+    "with-path": "https://app.example.com/ui",
+    "no-scheme": "app.example.com",
+    "other-scheme": "ftp://app.example.com",
+    "userinfo": "https://user@app.example.com",
+    "empty": "",
+}
 
 
 @pytest.mark.parametrize("origin", BAD_ORIGINS.values(), ids=BAD_ORIGINS.keys())
@@ -154,18 +164,31 @@ def raw_get(port: int, target: str, headers: str = "Host: 127.0.0.1\r\n") -> tup
 
 
 TRICKS = {
-    "double-slash": "//v1/models", "dot-segment": "/health/../v1/models", "dot-slash": "/./v1/models",
-    "encoded-dots": "/health/%2E%2E/v1/models", "encoded-slash": "/v1%2Fmodels",
-    "encoded-traversal": "/health%2F..%2Fv1%2Fmodels", "all-encoded": "/health%2F%2E%2E%2Fv1%2Fmodels",
-    "nul-byte": "/health%00/../v1/models", "semicolon": "/health;/../v1/models",
-    "semicolon-suffix": "/v1/models;/health", "query-lookalike": "/v1/models?/health",
-    "encoded-query": "/v1/models%3F/health", "encoded-fragment": "/v1/models%23/health",
-    "upper-case": "/HEALTH/../v1/models", "backslashes": "/health\\..\\v1\\models",
-    "absolute-uri": "http://127.0.0.1/v1/models", "absolute-uri-health-host": "http://health/v1/models",
-    "absolute-uri-traversal": "http://x/health/../v1/models", "asterisk": "*",
-    "model-by-id": "/v1/models/chat-model", "metrics": "/metrics", "metrics-double-slash": "//metrics",
-    "metrics-trailing-slash": "/metrics/", "metrics-via-health": "/health/../metrics",
-}  # fmt: skip
+    "double-slash": "//v1/models",
+    "dot-segment": "/health/../v1/models",
+    "dot-slash": "/./v1/models",
+    "encoded-dots": "/health/%2E%2E/v1/models",
+    "encoded-slash": "/v1%2Fmodels",
+    "encoded-traversal": "/health%2F..%2Fv1%2Fmodels",
+    "all-encoded": "/health%2F%2E%2E%2Fv1%2Fmodels",
+    "nul-byte": "/health%00/../v1/models",
+    "semicolon": "/health;/../v1/models",
+    "semicolon-suffix": "/v1/models;/health",
+    "query-lookalike": "/v1/models?/health",
+    "encoded-query": "/v1/models%3F/health",
+    "encoded-fragment": "/v1/models%23/health",
+    "upper-case": "/HEALTH/../v1/models",
+    "backslashes": "/health\\..\\v1\\models",
+    "absolute-uri": "http://127.0.0.1/v1/models",
+    "absolute-uri-health-host": "http://health/v1/models",
+    "absolute-uri-traversal": "http://x/health/../v1/models",
+    "asterisk": "*",
+    "model-by-id": "/v1/models/chat-model",
+    "metrics": "/metrics",
+    "metrics-double-slash": "//metrics",
+    "metrics-trailing-slash": "/metrics/",
+    "metrics-via-health": "/health/../metrics",
+}
 
 
 @pytest.mark.parametrize("target", TRICKS.values(), ids=TRICKS.keys())
@@ -176,14 +199,15 @@ def test_no_spelling_of_a_protected_path_skips_the_key(live, target):
 
 
 HEADER_TRICKS = {
-    "host-health": "Host: health\r\n", "host-with-path": "Host: example.com/health\r\n",
+    "host-health": "Host: health\r\n",
+    "host-with-path": "Host: example.com/health\r\n",
     "x-original-url": "Host: 127.0.0.1\r\nX-Original-URL: /health\r\n",
     "x-rewrite-url": "Host: 127.0.0.1\r\nX-Rewrite-URL: /health\r\n",
     "x-forwarded-prefix": "Host: 127.0.0.1\r\nX-Forwarded-Prefix: /health\r\n",
     "x-forwarded-host": "Host: 127.0.0.1\r\nX-Forwarded-Host: health\r\nX-Forwarded-Uri: /health\r\n",
     "basic-auth-with-key": f"Host: 127.0.0.1\r\nAuthorization: Basic {KEY}\r\n",
     "key-in-other-header": f"Host: 127.0.0.1\r\nX-API-Key: {KEY}\r\n",
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("headers", HEADER_TRICKS.values(), ids=HEADER_TRICKS.keys())
@@ -241,9 +265,14 @@ def test_serve_refuses_bad_access_flags_before_touching_any_model(tmp_path, monk
 
 
 def test_access_and_media_settings_come_from_the_environment_too(tmp_path):
-    env = {"GEMMACLI_CORS_ORIGINS": f"{APP},http://localhost:3000", "GEMMACLI_API_KEY_FILE": str(tmp_path / "k"),
-           "GEMMACLI_METRICS_AUTH": "yes", "GEMMACLI_REMOTE_MEDIA_HOSTS": "img.example.com,*.cdn.example.com",
-           "GEMMACLI_REMOTE_MEDIA_NETWORKS": "10.1.0.0/16", "GEMMACLI_REMOTE_MEDIA_TIMEOUT": "2.5"}  # fmt: skip
+    env = {
+        "GEMMACLI_CORS_ORIGINS": f"{APP},http://localhost:3000",
+        "GEMMACLI_API_KEY_FILE": str(tmp_path / "k"),
+        "GEMMACLI_METRICS_AUTH": "yes",
+        "GEMMACLI_REMOTE_MEDIA_HOSTS": "img.example.com,*.cdn.example.com",
+        "GEMMACLI_REMOTE_MEDIA_NETWORKS": "10.1.0.0/16",
+        "GEMMACLI_REMOTE_MEDIA_TIMEOUT": "2.5",
+    }
     s = ServerSettings.load({"metrics_auth": False}, environ=env, dotenv=tmp_path / "none")
     assert s.cors_origins == (APP, "http://localhost:3000") and s.api_key_file == tmp_path / "k"
     assert s.metrics_auth is False  # the flag wins

@@ -50,8 +50,9 @@ def make_app(runner=None, **settings):
     return create_app(ServerSettings(**settings), models=models)
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/admin/stats"), ("POST", "/admin/load/gated"),
-                                              ("POST", "/admin/unload/gated")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/admin/stats"), ("POST", "/admin/load/gated"), ("POST", "/admin/unload/gated")]
+)
 def test_admin_routes_need_the_api_key(method, path):
     with TestClient(make_app(api_keys=(KEY,))) as client:
         check_openai_error(client.request(method, path), 401, code="invalid_api_key")
@@ -65,8 +66,19 @@ def test_stats_describe_models_queue_and_uptime():
         stats = client.get("/admin/stats").json()
     assert {m["id"] for m in stats["models"]} == {"gated", "chat-model"}
     model = stats["models"][0]
-    assert set(model) == {"id", "task", "device", "dtype", "placement", "memory_bytes", "requests", "in_flight",
-                          "loaded_at", "last_used", "idle_s"}  # fmt: skip
+    assert set(model) == {
+        "id",
+        "task",
+        "device",
+        "dtype",
+        "placement",
+        "memory_bytes",
+        "requests",
+        "in_flight",
+        "loaded_at",
+        "last_used",
+        "idle_s",
+    }
     assert stats["queue"] == {"running": 0, "waiting": 0} and stats["uptime_s"] >= 0
     assert stats["loading"] == [] and stats["policy"]["max_loaded"] == 0
     assert stats["rss_bytes"] > 0
@@ -115,8 +127,10 @@ def test_ps_and_models_url_ask_a_running_server():
         assert word in ps.stdout
     assert {m["id"] for m in json.loads(ps_json.stdout)["models"]} == {"gated", "chat-model"}
     rows = json.loads(models.stdout)
-    assert {(r["name"], r["task"], r["status"]) for r in rows} == {("gated", "embed", "loaded"),
-                                                                  ("chat-model", "chat", "loaded")}  # fmt: skip
+    assert {(r["name"], r["task"], r["status"]) for r in rows} == {
+        ("gated", "embed", "loaded"),
+        ("chat-model", "chat", "loaded"),
+    }
     assert table.exit_code == 0 and "gated" in table.stdout
     assert refused.exit_code == 1 and "--api-key" in refused.stderr
 

@@ -94,9 +94,12 @@ def test_a_translation_form_translates_and_says_so():
 
 @pytest.mark.parametrize(
     ("fields", "param"),
-    [({"stream": True}, "stream"), ({"include": ["logprobs"]}, "include"),
-     ({"timestamp_granularities": ["word"]}, "timestamp_granularities")],
-)  # fmt: skip
+    [
+        ({"stream": True}, "stream"),
+        ({"include": ["logprobs"]}, "include"),
+        ({"timestamp_granularities": ["word"]}, "timestamp_granularities"),
+    ],
+)
 def test_a_form_refuses_what_it_cannot_honour(fields, param):
     with pytest.raises(InvalidParamError) as caught:
         form(**fields)

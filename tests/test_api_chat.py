@@ -55,8 +55,14 @@ def test_stream_with_usage_follows_openai_chunk_rules(openai_client):
 
 
 def test_stream_raw_sse_bytes(http):
-    body = {"model": MODEL, "messages": USER, "max_tokens": 3, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+    body = {
+        "model": MODEL,
+        "messages": USER,
+        "max_tokens": 3,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with http.stream("POST", "/v1/chat/completions", json=body) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["cache-control"] == "no-cache"
@@ -80,12 +86,16 @@ def test_stream_without_include_usage_has_no_usage_key(http):
 
 def test_http_greedy_output_equals_the_runner(openai_client, chat_runner):
     """The contract: the CLI (runner) and the server give identical greedy output for the same input."""
-    ours = chat_runner.complete([Message("system", "Be brief."), Message("user", "Name three colours.")],
-                                GenParams(temperature=0, max_tokens=12))  # fmt: skip
+    ours = chat_runner.complete(
+        [Message("system", "Be brief."), Message("user", "Name three colours.")],
+        GenParams(temperature=0, max_tokens=12),
+    )
     r = openai_client.chat.completions.create(
-        model=MODEL, max_tokens=12, temperature=0,
+        model=MODEL,
+        max_tokens=12,
+        temperature=0,
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three colours."}],
-    )  # fmt: skip
+    )
     assert r.choices[0].message.content == ours.text and r.choices[0].finish_reason == ours.finish_reason
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (
         ours.usage.prompt_tokens,
@@ -94,33 +104,43 @@ def test_http_greedy_output_equals_the_runner(openai_client, chat_runner):
 
 
 def test_developer_role_list_content_and_assistant_history(openai_client, chat_runner):
-    history = [Message("system", "Be brief."), Message("user", "Hi"), Message("assistant", "Hello!"),
-               Message("user", "Name a colour.")]  # fmt: skip
+    history = [
+        Message("system", "Be brief."),
+        Message("user", "Hi"),
+        Message("assistant", "Hello!"),
+        Message("user", "Name a colour."),
+    ]
     ours = chat_runner.complete(history, GenParams(temperature=0, max_tokens=8))
     r = openai_client.chat.completions.create(
-        model=MODEL, max_tokens=8, temperature=0,
+        model=MODEL,
+        max_tokens=8,
+        temperature=0,
         messages=[
             {"role": "developer", "content": "Be brief."},  # OpenAI's newer name for system
             {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
             {"role": "assistant", "content": "Hello!"},
             {"role": "user", "content": "Name a colour.", "name": "ignored"},
         ],
-    )  # fmt: skip
+    )
     assert r.choices[0].message.content == ours.text
     assert r.usage.prompt_tokens == ours.usage.prompt_tokens
 
 
 def test_image_chat_counts_the_image_tokens(openai_client, vision_runner, images):
-    content = [{"type": "image_url", "image_url": {"url": data_url(images / "red_circle_64.png")}},
-               {"type": "text", "text": "describe"}]  # fmt: skip
-    r = openai_client.chat.completions.create(model="tiny-gemma3-vision", max_tokens=3, temperature=0,
-                                              messages=[{"role": "user", "content": content}])  # fmt: skip
+    content = [
+        {"type": "image_url", "image_url": {"url": data_url(images / "red_circle_64.png")}},
+        {"type": "text", "text": "describe"},
+    ]
+    r = openai_client.chat.completions.create(
+        model="tiny-gemma3-vision", max_tokens=3, temperature=0, messages=[{"role": "user", "content": content}]
+    )
     prompt = vision_runner.encode_chat(
         [Message("user", (load_image(images / "red_circle_64.png"), TextPart("describe")))]
     )
     assert prompt.image_tokens == 4 and r.usage.prompt_tokens == prompt.length
-    text_only = openai_client.chat.completions.create(model="tiny-gemma3-vision", max_tokens=1, temperature=0,
-                                                      messages=[{"role": "user", "content": "describe"}])  # fmt: skip
+    text_only = openai_client.chat.completions.create(
+        model="tiny-gemma3-vision", max_tokens=1, temperature=0, messages=[{"role": "user", "content": "describe"}]
+    )
     assert r.usage.prompt_tokens >= text_only.usage.prompt_tokens + prompt.image_tokens
     assert r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens <= 3
 
@@ -136,24 +156,43 @@ def test_stop_string_cuts_the_text(openai_client):
 
 def test_same_seed_same_text_when_sampling(openai_client):
     kw = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=8, temperature=1)
-    first, again, other = (openai_client.chat.completions.create(**kw, seed=s).choices[0].message.content
-                           for s in (7, 7, 8))  # fmt: skip
+    first, again, other = (
+        openai_client.chat.completions.create(**kw, seed=s).choices[0].message.content for s in (7, 7, 8)
+    )
     assert first == again
     assert first != other or first != openai_client.chat.completions.create(**kw, seed=9).choices[0].message.content
 
 
 def test_max_completion_tokens_wins_over_max_tokens(openai_client):
-    r = openai_client.chat.completions.create(model=MODEL, messages=USER, temperature=0, max_tokens=9,
-                                              max_completion_tokens=2)  # fmt: skip
+    r = openai_client.chat.completions.create(
+        model=MODEL, messages=USER, temperature=0, max_tokens=9, max_completion_tokens=2
+    )
     assert r.usage.completion_tokens == 2 and r.choices[0].finish_reason == "length"
 
 
 def test_alias_and_ignored_extras_are_accepted(http):
-    body = {"model": "google/gemma-3-270m", "messages": USER, "max_tokens": 1, "temperature": 0, "n": 1,
-            "user": "u-1", "logit_bias": None, "parallel_tool_calls": True, "metadata": {"k": "v"}, "store": False,
-            "service_tier": "auto", "tool_choice": "none", "response_format": {"type": "text"}, "logprobs": False,
-            "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0, "frequency_penalty": 0, "presence_penalty": 0,
-            "some_future_field": [1, 2]}  # fmt: skip
+    body = {
+        "model": "google/gemma-3-270m",
+        "messages": USER,
+        "max_tokens": 1,
+        "temperature": 0,
+        "n": 1,
+        "user": "u-1",
+        "logit_bias": None,
+        "parallel_tool_calls": True,
+        "metadata": {"k": "v"},
+        "store": False,
+        "service_tier": "auto",
+        "tool_choice": "none",
+        "response_format": {"type": "text"},
+        "logprobs": False,
+        "top_k": -1,
+        "min_p": 0.0,
+        "repetition_penalty": 1.0,
+        "frequency_penalty": 0,
+        "presence_penalty": 0,
+        "some_future_field": [1, 2],
+    }
     r = http.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["model"] == MODEL
@@ -166,9 +205,13 @@ def test_generation_metrics_are_recorded_per_model(http):
     families = text_string_to_metric_families(http.get("/metrics").text)
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in families for s in family.samples}
     by_model = (("model", MODEL),)
-    for name in ("gemmacli_time_to_first_token_seconds_count", "gemmacli_inter_token_latency_seconds_count",
-                 "gemmacli_e2e_request_latency_seconds_count", "gemmacli_prompt_tokens_total",
-                 "gemmacli_generation_tokens_total"):  # fmt: skip
+    for name in (
+        "gemmacli_time_to_first_token_seconds_count",
+        "gemmacli_inter_token_latency_seconds_count",
+        "gemmacli_e2e_request_latency_seconds_count",
+        "gemmacli_prompt_tokens_total",
+        "gemmacli_generation_tokens_total",
+    ):
         assert samples[(name, by_model)] > 0, name
     assert samples[("gemmacli_model_requests_total", (("endpoint", "/v1/chat/completions"), *by_model))] > 0
 
@@ -232,8 +275,11 @@ def test_media_errors_name_what_is_wrong(http, images, audio):
 
 
 def test_malformed_json_is_a_400(http):
-    r = http.post("/v1/chat/completions", content=b'{"model": "gemma-3-270m", "messages": [', headers={
-        "content-type": "application/json"})  # fmt: skip
+    r = http.post(
+        "/v1/chat/completions",
+        content=b'{"model": "gemma-3-270m", "messages": [',
+        headers={"content-type": "application/json"},
+    )
     assert_openai_error(r, 400)
     assert http.post("/v1/chat/completions", json=_chat(temperature=0)).status_code == 200
 

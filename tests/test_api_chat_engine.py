@@ -57,8 +57,16 @@ def _wait_idle(services, seconds: float = 5.0) -> float:
     return time.monotonic()
 
 
-LONG = {"model": MODEL, "messages": [{"role": "user", "content": "Write a very long essay."}], "max_tokens": 2000,
-        "temperature": 1, "seed": 1, "min_p": 0, "top_k": 0, "top_p": 1}  # fmt: skip
+LONG = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Write a very long essay."}],
+    "max_tokens": 2000,
+    "temperature": 1,
+    "seed": 1,
+    "min_p": 0,
+    "top_k": 0,
+    "top_p": 1,
+}
 
 
 @pytest.fixture(scope="module")

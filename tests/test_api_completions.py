@@ -30,8 +30,7 @@ def test_string_prompt(openai_client):
 def test_http_greedy_output_equals_the_runner(openai_client, chat_runner):
     """The contract: `gemmacli` (the runner) and the server give identical greedy completions."""
     ours = chat_runner.complete_text("The capital of France is", GenParams(temperature=0, max_tokens=12))
-    r = openai_client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=12,
-                                         temperature=0)  # fmt: skip
+    r = openai_client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=12, temperature=0)
     assert r.choices[0].text == ours.text and r.choices[0].finish_reason == ours.finish_reason
     assert r.usage.completion_tokens == ours.usage.completion_tokens
 

@@ -59,8 +59,12 @@ def test_chat_completion_shape(http):
     assert r.status_code == 200 and body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
     assert body["model"] == MODEL and isinstance(body["created"], int)
     (choice,) = body["choices"]
-    assert choice == {"index": 0, "message": {"role": "assistant", "content": " 3 4 5 6", "refusal": None},
-                      "finish_reason": "length", "logprobs": None}  # fmt: skip
+    assert choice == {
+        "index": 0,
+        "message": {"role": "assistant", "content": " 3 4 5 6", "refusal": None},
+        "finish_reason": "length",
+        "logprobs": None,
+    }
     assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}
 
 

@@ -51,7 +51,9 @@ def test_models_list_and_get():
     with make_client() as client:
         data = client.get("/v1/models").json()["data"]
         assert [(m["id"], m["object"], m["owned_by"], m["task"]) for m in data] == [
-            ("chat-model", "model", "gemmacli", "chat"), ("embed-model", "model", "gemmacli", "embed")]  # fmt: skip
+            ("chat-model", "model", "gemmacli", "chat"),
+            ("embed-model", "model", "gemmacli", "embed"),
+        ]
         assert data[1]["dimensions"] == 8 and "dimensions" not in data[0]
         assert isinstance(data[0]["created"], int)
         assert client.get("/v1/models/org/chat-model").json()["id"] == "chat-model"  # an alias with a slash
@@ -85,8 +87,9 @@ def test_unknown_route_and_wrong_method_have_the_openai_shape():
 
 def test_oversized_body_is_413():
     with make_client(max_body_bytes=1000) as client:
-        response = client.post("/v1/embeddings", content=b"{" + b" " * 5000 + b"}",
-                               headers={"content-type": "application/json"})  # fmt: skip
+        response = client.post(
+            "/v1/embeddings", content=b"{" + b" " * 5000 + b"}", headers={"content-type": "application/json"}
+        )
         assert_error(response, 413, code="request_too_large")
         assert client.get("/health").status_code == 200
 

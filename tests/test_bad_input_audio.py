@@ -85,8 +85,10 @@ NOT_FORMS = {
     "no content type": ({"content": FOX}, 415),
     "multipart without a boundary": ({"content": FOX, "headers": {"content-type": "multipart/form-data"}}, 400),
     "multipart with a wrong boundary": (
-        {"content": b"--nope\r\n\r\n", "headers": {"content-type": "multipart/form-data; boundary=xyz"}}, 400),
-}  # fmt: skip
+        {"content": b"--nope\r\n\r\n", "headers": {"content-type": "multipart/form-data; boundary=xyz"}},
+        400,
+    ),
+}
 
 
 @pytest.mark.parametrize(("request_kwargs", "status"), NOT_FORMS.values(), ids=NOT_FORMS.keys())
@@ -96,8 +98,10 @@ def test_a_body_that_is_not_a_good_form_is_refused(client, request_kwargs, statu
 
 
 def test_a_form_over_the_body_limit_is_a_413(client):
-    expect(client.post("/v1/audio/transcriptions", files=wav(b"\0" * LIMITS["max_body_bytes"]),
-                       data={"model": WHISPER}), 413)  # fmt: skip
+    expect(
+        client.post("/v1/audio/transcriptions", files=wav(b"\0" * LIMITS["max_body_bytes"]), data={"model": WHISPER}),
+        413,
+    )
     embeds(client)
 
 

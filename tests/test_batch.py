@@ -62,7 +62,9 @@ def test_sequences_joining_and_leaving_decode_as_if_alone(fp32_runner):
 
 
 def test_a_cancelled_sequence_leaves_at_the_next_step(fp32_runner):
-    runner, decoder, flag = fp32_runner, fp32_runner.decoder, {"stop": False}
+    runner = fp32_runner
+    decoder = fp32_runner.decoder
+    flag = {"stop": False}
     a = decoder.insert(runner.encode_text(PROMPTS[0]), greedy(NEW_TOKENS))
     b = decoder.insert(runner.encode_text(PROMPTS[1]), greedy(NEW_TOKENS), cancelled=lambda: flag["stop"])
     decoder.step()  # both prefilled
@@ -104,7 +106,9 @@ def test_bf16_batch_matches_alone_over_the_first_32_tokens(gemma_dir):
     from gemmacli.runners.chat import ChatRunner
 
     runner = ChatRunner.load(gemma_dir, Placement("cpu", "bfloat16"), name="gemma-3-270m")
-    decoder, tokens, expected = runner.decoder, 32, []
+    decoder = runner.decoder
+    tokens = 32
+    expected = []
     decoder.eos_ids = frozenset()
     for prompt in BF16_PROMPTS:
         ids = runner.tokenizer(prompt, return_tensors="pt")

@@ -75,8 +75,9 @@ def test_seeded_sampling_repeats_and_seeds_differ(chat_runner):
     params = GenParams(temperature=1.0, top_k=64, top_p=0.95, min_p=0.01, max_tokens=12)
     first = chat_runner.complete_text("Once upon a time", GenParams(seed=7).with_defaults(params))
     again = chat_runner.complete_text("Once upon a time", GenParams(seed=7).with_defaults(params))
-    others = {chat_runner.complete_text("Once upon a time", GenParams(seed=s).with_defaults(params)).text
-              for s in (1, 2, 3)}  # fmt: skip
+    others = {
+        chat_runner.complete_text("Once upon a time", GenParams(seed=s).with_defaults(params)).text for s in (1, 2, 3)
+    }
     assert first.token_ids == again.token_ids
     assert len(others | {first.text}) > 1
 
@@ -159,8 +160,9 @@ def test_image_chat_counts_image_tokens_and_honours_max_tokens(vision_runner, im
     assert result.usage.image_tokens == 4
     assert result.usage.completion_tokens <= 5
     prompt = vision_runner.encode_chat(messages)
-    out = vision_runner.model.generate(input_ids=prompt.input_ids, **prompt.extra_inputs, max_new_tokens=5,
-                                       do_sample=False)  # fmt: skip
+    out = vision_runner.model.generate(
+        input_ids=prompt.input_ids, **prompt.extra_inputs, max_new_tokens=5, do_sample=False
+    )
     assert list(result.token_ids) == [t for t in out[0, prompt.length :].tolist() if t not in vision_runner.eos_ids]
 
 
@@ -189,8 +191,9 @@ def test_generation_raises_no_deprecation_or_future_warning(chat_runner, vision_
 
 
 def test_gemmacli_chat_prints_no_warnings(gemma_dir, tmp_path):
-    command = [sys.executable, "-W", "always::DeprecationWarning", "-W", "always::FutureWarning", "-m", "gemmacli",
-               "chat", "--raw", "Monday, Tuesday,", "--temperature", "0", "--max-tokens", "3"]  # fmt: skip
+    show_warnings = ["-W", "always::DeprecationWarning", "-W", "always::FutureWarning"]
+    chat = ["chat", "--raw", "Monday, Tuesday,", "--temperature", "0", "--max-tokens", "3"]
+    command = [sys.executable, *show_warnings, "-m", "gemmacli", *chat]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr and "warn" not in done.stderr.lower(), done.stderr

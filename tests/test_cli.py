@@ -53,10 +53,8 @@ class TestChat:
         assert result.stderr == ""
 
     def test_json_with_system_prompt_stop_and_stdin(self, cli, gemma_dir):
-        result = cli(
-            "chat", "-", "-s", "Answer briefly.", "--temperature", "0", "--max-tokens", "6", "--json", "-q",
-            input="Say hello.",
-        )  # fmt: skip
+        args = ["chat", "-", "-s", "Answer briefly.", "--temperature", "0", "--max-tokens", "6", "--json", "-q"]
+        result = cli(*args, input="Say hello.")
         assert result.exit_code == 0, result.output
         body = json.loads(result.stdout)
         assert body["model"] == "gemma-3-270m" and body["finish_reason"] in ("stop", "length")

@@ -107,7 +107,9 @@ def test_a_full_batch_goes_without_waiting_for_the_window(engine):
 
 
 def test_futures_resolve_in_the_order_the_requests_came(engine):
-    runner, b, done = FakeEmbedRunner(), batcher(engine), []
+    runner = FakeEmbedRunner()
+    b = batcher(engine)
+    done = []
 
     async def one(name: str):
         await b.embed("fake", runner, [name])
@@ -152,7 +154,9 @@ def test_an_error_fails_every_request_of_its_batch_and_the_next_batch_works(engi
 
 
 def test_a_request_that_went_away_does_not_break_the_others(engine):
-    runner, b, loop_errors = FakeEmbedRunner(delay=0.2), batcher(engine), []
+    runner = FakeEmbedRunner(delay=0.2)
+    b = batcher(engine)
+    loop_errors = []
 
     async def main():
         asyncio.get_running_loop().set_exception_handler(lambda loop, context: loop_errors.append(context))
@@ -357,9 +361,11 @@ def test_throughput_served_at_concurrency_16_vs_one_in_process_call(embed_runner
     # thread (on a loaded CPU that alone can change the rate severalfold): so the same call on a thread too.
     with ThreadPoolExecutor(1) as pool:
         on_thread = pool.submit(best_rate, lambda: embed_runner.embed(texts), len(texts)).result()
-    print(f"\nembeddings, sentences/s: served at concurrency 16 {served:.0f} ({calls} model calls); in-process, "
-          f"one call of 128: {in_process:.0f} (main thread), {on_thread:.0f} (a worker thread); served/in-process "
-          f"{served / in_process:.2f} (main), {served / on_thread:.2f} (worker)")  # fmt: skip
+    print(
+        f"\nembeddings, sentences/s: served at concurrency 16 {served:.0f} ({calls} model calls); in-process, "
+        f"one call of 128: {in_process:.0f} (main thread), {on_thread:.0f} (a worker thread); served/in-process "
+        f"{served / in_process:.2f} (main), {served / on_thread:.2f} (worker)"
+    )
     assert served > 0 and in_process > 0 and on_thread > 0
 
 

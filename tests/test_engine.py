@@ -152,7 +152,11 @@ class CountSeq:
     """Counts to `n`, one number per decoder step."""
 
     def __init__(self, n: int, cancelled):
-        self.n, self.sent, self.cancelled, self.error, self.finish_reason = n, 0, cancelled, None, None
+        self.n = n
+        self.sent = 0
+        self.cancelled = cancelled
+        self.error = None
+        self.finish_reason = None
 
     @property
     def done(self) -> bool:
@@ -163,7 +167,9 @@ class FakeDecoder:
     """The decoder protocol (insert, step, cancel, len) over counting sequences."""
 
     def __init__(self, fail_at: int | None = None):
-        self.seqs, self.sizes, self.fail_at = [], [], fail_at
+        self.seqs = []
+        self.sizes = []
+        self.fail_at = fail_at
 
     def __len__(self):
         return len(self.seqs)

@@ -71,8 +71,14 @@ class FaultyChat:
     def __init__(self, inner):
         self.inner = inner
         d = inner.decoder
-        self.decoder = FaultyDecoder(inner.model, inner.tokenizer, eos_ids=d.eos_ids, context_length=d.context_length,
-                                     defaults=d.defaults, name=d.name)  # fmt: skip
+        self.decoder = FaultyDecoder(
+            inner.model,
+            inner.tokenizer,
+            eos_ids=d.eos_ids,
+            context_length=d.context_length,
+            defaults=d.defaults,
+            name=d.name,
+        )
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -99,7 +105,9 @@ class FaultyEmbed:
 @pytest.fixture(scope="module")
 def logs():
     """Everything the server logs, through its real formatter."""
-    out, handler, logger = io.StringIO(), logging.StreamHandler(), logging.getLogger("gemmacli")
+    out = io.StringIO()
+    handler = logging.StreamHandler()
+    logger = logging.getLogger("gemmacli")
     handler.stream = out
     handler.setFormatter(JsonFormatter())
     level = logger.level

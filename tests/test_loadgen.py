@@ -85,9 +85,8 @@ def test_counted_by_chunks_or_mixed():
 
 
 def test_levels_and_their_default_sizes():
-    assert [(lv.concurrency, lv.requests) for lv in LoadConfig("u", concurrency=(1, 8, 32)).levels()] == [
-        (1, 16), (8, 32), (32, 128),
-    ]  # fmt: skip
+    levels = LoadConfig("u", concurrency=(1, 8, 32)).levels()
+    assert [(lv.concurrency, lv.requests) for lv in levels] == [(1, 16), (8, 32), (32, 128)]
     assert LoadConfig("u", concurrency=(1, 8), requests=5).levels() == (Level(1, None, 5), Level(8, None, 5))
     open_loop = LoadConfig("u", rates=(0.5, 4.0), max_in_flight=8).levels()
     assert open_loop == (Level(8, 0.5, 16), Level(8, 4.0, 40))  # about 10 s of arrivals, at least 16
@@ -116,9 +115,12 @@ def test_sse_parser_reassembles_split_reads():
         'error: {"code": 500, "message": "llama.cpp style"}\n\ndata: [DONE]\n\n'
     ).encode()
     expected = [
-        ("message", '{"a": 1}'), ("message", '{"t": "café"}'), ("error", '{"x": 2}'),
-        ("error", '{"code": 500, "message": "llama.cpp style"}'), ("message", "[DONE]"),
-    ]  # fmt: skip
+        ("message", '{"a": 1}'),
+        ("message", '{"t": "café"}'),
+        ("error", '{"x": 2}'),
+        ("error", '{"code": 500, "message": "llama.cpp style"}'),
+        ("message", "[DONE]"),
+    ]
     whole = SSEParser().feed(stream)
     assert whole == expected
     for size in (1, 2, 3, 7):  # every split point, including inside "é" and between \r and \n

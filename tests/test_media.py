@@ -89,8 +89,9 @@ def test_duration_limit_counts_samples():
         decode_audio(wav_bytes(np.zeros(16_000 * 3), 16_000), MediaLimits(max_audio_seconds=2))
 
 
-@pytest.mark.parametrize("data,message", [(b"", "empty"), (b"RIFF\x00\x00junkjunk", "not audio"),
-                                          (b"\x00" * 100, "not audio")])  # fmt: skip
+@pytest.mark.parametrize(
+    "data,message", [(b"", "empty"), (b"RIFF\x00\x00junkjunk", "not audio"), (b"\x00" * 100, "not audio")]
+)
 def test_bad_audio_gives_a_readable_error(data, message):
     with pytest.raises(MediaError, match=message) as err:
         decode_audio(data)

@@ -83,8 +83,8 @@ def test_load_on_demand_without_models_preloads_nothing(tmp_path):
     assert ServerSettings.load({"load_on_demand": True}, environ={}, dotenv=none).models == ()
     named = ServerSettings.load({"load_on_demand": True, "models": ("a",)}, environ={}, dotenv=none)
     assert named.models == ("a",)
-    from_env = ServerSettings.load({}, environ={"GEMMACLI_LOAD_ON_DEMAND": "1", "GEMMACLI_MAX_LOADED": "2"},
-                                   dotenv=none)  # fmt: skip
+    env = {"GEMMACLI_LOAD_ON_DEMAND": "1", "GEMMACLI_MAX_LOADED": "2"}
+    from_env = ServerSettings.load({}, environ=env, dotenv=none)
     assert (from_env.models, from_env.max_loaded) == ((), 2)
     assert ServerSettings.load({}, environ={}, dotenv=none).models == ("google/gemma-3-12b-it",)
 

@@ -85,8 +85,10 @@ def test_unload_gives_the_memory_back(home):
         after = rss_bytes()
     params = model["memory_bytes"]
     mb = 1 << 20
-    print(f"\nRSS before load {before / mb:.0f} MiB, loaded {loaded / mb:.0f} MiB, after unload {after / mb:.0f} MiB;"
-          f" parameters {params / mb:.0f} MiB ({model['dtype']})")  # fmt: skip
+    print(
+        f"\nRSS before load {before / mb:.0f} MiB, loaded {loaded / mb:.0f} MiB, after unload {after / mb:.0f} MiB;"
+        f" parameters {params / mb:.0f} MiB ({model['dtype']})"
+    )
     assert model["dtype"] == "float32" and params > 900 * mb
     assert loaded - after >= 0.8 * params
 
@@ -115,6 +117,8 @@ def test_unloading_frees_each_runner_and_its_module(home, audio):
         alive = [model_id for model_id, pair in refs.items() for ref in pair if ref() is not None]
         assert alive == [], f"still referenced after unloading: {alive}"
     mb = 1 << 20
-    print(f"\nRSS before {before / mb:.0f} MiB, three models loaded {loaded / mb:.0f} MiB, after unloading "
-          f"{after / mb:.0f} MiB; their bytes {sum(sizes.values()) / mb:.0f} MiB")  # fmt: skip
+    print(
+        f"\nRSS before {before / mb:.0f} MiB, three models loaded {loaded / mb:.0f} MiB, after unloading "
+        f"{after / mb:.0f} MiB; their bytes {sum(sizes.values()) / mb:.0f} MiB"
+    )
     assert loaded - after >= 0.8 * sum(sizes.values())

@@ -15,8 +15,8 @@ from gemmacli.settings import Paths
 
 
 def test_catalog_has_the_demo_models_with_tasks(catalog):
-    assert {catalog.get(n).task for n in ("gemma-3-270m", "all-minilm-l6-v2", "whisper-tiny.en")} == {
-        "chat", "embed", "transcribe"}  # fmt: skip
+    tasks = {catalog.get(n).task for n in ("gemma-3-270m", "all-minilm-l6-v2", "whisper-tiny.en")}
+    assert tasks == {"chat", "embed", "transcribe"}
     assert catalog.get("GEMMA3:12B").name == "gemma-3-12b-it"  # aliases, any case
     assert catalog.by_hub_id("google/gemma-3-4b-it").vision
 
@@ -89,8 +89,8 @@ def test_resolve_alias_repo_id_and_unknown(catalog, tmp_path):
 def test_resolve_local_folder_and_detect_task(minilm_dir, whisper_dir, gemma_dir, vision_dir, catalog, paths):
     ref = resolve(str(minilm_dir), catalog, paths)
     assert ref.path == minilm_dir.resolve()
-    assert [detect_task(d) for d in (minilm_dir, whisper_dir, gemma_dir, vision_dir)] == [
-        "embed", "transcribe", "chat", "chat"]  # fmt: skip
+    tasks = [detect_task(d) for d in (minilm_dir, whisper_dir, gemma_dir, vision_dir)]
+    assert tasks == ["embed", "transcribe", "chat", "chat"]
 
 
 def test_not_a_model_folder(tmp_path):

@@ -125,8 +125,8 @@ def test_serve_an_s3_model_by_its_url(s3, bucket, minilm_dir, embed_runner, tmp_
 def test_first_use_fetches_then_later_uses_need_no_server(tiny, monkeypatch):
     prepared = ModelLoader(paths=Paths.from_env()).prepare(str(tiny), report=lambda step: None)
     assert prepared.ref.name == str(tiny) and prepared.task == "embed"
-    assert sorted(p.name for p in prepared.folder.iterdir()) == [store.MARKER, "config.json", "model.safetensors",
-                                                                 "tokenizer.json"]  # fmt: skip
+    names = sorted(p.name for p in prepared.folder.iterdir())
+    assert names == [store.MARKER, "config.json", "model.safetensors", "tokenizer.json"]
     monkeypatch.setenv("GEMMACLI_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     assert ModelLoader(paths=Paths.from_env()).prepare(str(tiny), report=lambda step: None).folder == prepared.folder
 

@@ -23,8 +23,12 @@ IMG = "messages[0].content[0].image_url"
 
 def chat(url: str, kind: str = "image_url") -> dict:
     part = {"type": kind, kind: {"url": url}}
-    return {"model": MODEL, "max_tokens": 1, "temperature": 0,
-            "messages": [{"role": "user", "content": [part, {"type": "text", "text": "describe"}]}]}  # fmt: skip
+    return {
+        "model": MODEL,
+        "max_tokens": 1,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": [part, {"type": "text", "text": "describe"}]}],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +49,8 @@ def serve(vision_runner, **settings):
 
 @pytest.fixture(scope="module")
 def api(vision_runner):
-    with serve(vision_runner, allow_remote_media=True, remote_media_networks=("127.0.0.1/32",),
-               remote_media_timeout=1.5) as live, httpx.Client(base_url=live.url, timeout=60) as client:  # fmt: skip
+    media = {"allow_remote_media": True, "remote_media_networks": ("127.0.0.1/32",), "remote_media_timeout": 1.5}
+    with serve(vision_runner, **media) as live, httpx.Client(base_url=live.url, timeout=60) as client:
         yield client
 
 
@@ -137,9 +141,14 @@ def test_a_slow_fetch_does_not_block_the_event_loop(api, media):
     slow.join()
 
 
-OFF = {"off-http": "http://example.com/a.png", "off-https": "https://example.com/a.png",
-       "off-file": "file:///etc/passwd", "off-metadata": "http://169.254.169.254/", "off-bare-path": "/etc/passwd",
-       "off-local-server": None}  # fmt: skip
+OFF = {
+    "off-http": "http://example.com/a.png",
+    "off-https": "https://example.com/a.png",
+    "off-file": "file:///etc/passwd",
+    "off-metadata": "http://169.254.169.254/",
+    "off-bare-path": "/etc/passwd",
+    "off-local-server": None,
+}
 
 
 @pytest.fixture(scope="module")

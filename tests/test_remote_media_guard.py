@@ -99,20 +99,47 @@ def test_good_urls_parse_to_exactly_what_is_connected_to(url, expected):
 
 
 FORBIDDEN = {
-    "127.0.0.1": "loopback", "127.255.255.254": "loopback", "0.0.0.0": "unspecified", "10.1.2.3": "private",
-    "172.16.0.1": "private", "172.31.255.255": "private", "192.168.0.1": "private", "169.254.1.1": "link-local",
-    "169.254.169.254": "cloud metadata", "168.63.129.16": "cloud metadata", "100.100.100.200": "cloud metadata",
-    "100.64.0.1": "shared (carrier-grade NAT)", "100.127.255.254": "shared (carrier-grade NAT)",
-    "224.0.0.1": "multicast", "239.255.255.250": "multicast", "240.0.0.1": "reserved",
-    "255.255.255.255": "reserved", "192.0.2.10": "private", "198.18.0.1": "private",
-    "::1": "loopback", "::": "unspecified", "fe80::1": "link-local", "fc00::1": "unique local",
-    "fd12:3456::1": "unique local", "fd00:ec2::254": "cloud metadata", "ff02::1": "multicast",
-    "fec0::1": "site-local", "2001:db8::1": "private", "100::1": "reserved",
-    "::ffff:127.0.0.1": "loopback", "::ffff:10.0.0.1": "private", "::ffff:169.254.169.254": "cloud metadata",
-    "::ffff:100.64.0.1": "shared (carrier-grade NAT)", "2002:7f00:1::": "loopback", "2002:c0a8:101::": "private",
-    "2002:a9fe:a9fe::1": "cloud metadata", "64:ff9b::7f00:1": "loopback", "64:ff9b::a9fe:a9fe": "cloud metadata",
-    "::127.0.0.1": "loopback", "::8.8.8.8": "reserved",
-}  # fmt: skip
+    "127.0.0.1": "loopback",
+    "127.255.255.254": "loopback",
+    "0.0.0.0": "unspecified",
+    "10.1.2.3": "private",
+    "172.16.0.1": "private",
+    "172.31.255.255": "private",
+    "192.168.0.1": "private",
+    "169.254.1.1": "link-local",
+    "169.254.169.254": "cloud metadata",
+    "168.63.129.16": "cloud metadata",
+    "100.100.100.200": "cloud metadata",
+    "100.64.0.1": "shared (carrier-grade NAT)",
+    "100.127.255.254": "shared (carrier-grade NAT)",
+    "224.0.0.1": "multicast",
+    "239.255.255.250": "multicast",
+    "240.0.0.1": "reserved",
+    "255.255.255.255": "reserved",
+    "192.0.2.10": "private",
+    "198.18.0.1": "private",
+    "::1": "loopback",
+    "::": "unspecified",
+    "fe80::1": "link-local",
+    "fc00::1": "unique local",
+    "fd12:3456::1": "unique local",
+    "fd00:ec2::254": "cloud metadata",
+    "ff02::1": "multicast",
+    "fec0::1": "site-local",
+    "2001:db8::1": "private",
+    "100::1": "reserved",
+    "::ffff:127.0.0.1": "loopback",
+    "::ffff:10.0.0.1": "private",
+    "::ffff:169.254.169.254": "cloud metadata",
+    "::ffff:100.64.0.1": "shared (carrier-grade NAT)",
+    "2002:7f00:1::": "loopback",
+    "2002:c0a8:101::": "private",
+    "2002:a9fe:a9fe::1": "cloud metadata",
+    "64:ff9b::7f00:1": "loopback",
+    "64:ff9b::a9fe:a9fe": "cloud metadata",
+    "::127.0.0.1": "loopback",
+    "::8.8.8.8": "reserved",
+}
 
 
 @pytest.mark.parametrize(("address", "reason"), FORBIDDEN.items(), ids=FORBIDDEN.keys())
@@ -120,15 +147,19 @@ def test_every_internal_address_class_is_refused(address, reason):
     assert forbidden_reason(ipaddress.ip_address(address)) == reason
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8",
-                                     "2002:808:808::1", "64:ff9b::808:808"])  # fmt: skip
+@pytest.mark.parametrize(
+    "address", ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1", "64:ff9b::808:808"]
+)
 def test_public_addresses_pass(address):
     assert forbidden_reason(ipaddress.ip_address(address)) is None
 
 
 def test_an_allowed_network_opens_exactly_that_network_but_never_metadata():
-    nets = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("169.254.0.0/16"),
-            ipaddress.ip_network("fd00::/8"))  # fmt: skip
+    nets = (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("169.254.0.0/16"),
+        ipaddress.ip_network("fd00::/8"),
+    )
     for address in ("127.0.0.1", "::ffff:127.0.0.1", "169.254.1.1", "fd00:1::1"):
         assert forbidden_reason(ipaddress.ip_address(address), nets) is None, address
     assert forbidden_reason(ipaddress.ip_address("127.0.0.2"), nets) == "loopback"
@@ -147,15 +178,21 @@ def test_host_allow_list_exact_names_and_subdomain_wildcards():
     assert normalize_host_pattern("[::1]") == "::1"
 
 
-@pytest.mark.parametrize("pattern", ["", "exa mple.com", "http://example.com", "a_b.com", "*"],
-                         ids=["empty", "space", "url", "underscore", "bare-star"])  # fmt: skip
+@pytest.mark.parametrize(
+    "pattern",
+    ["", "exa mple.com", "http://example.com", "a_b.com", "*"],
+    ids=["empty", "space", "url", "underscore", "bare-star"],
+)
 def test_bad_host_patterns_are_a_startup_error(pattern):
     with pytest.raises(GemmacliError, match="--remote-media-host"):
         RemoteMedia.from_settings(ServerSettings(allow_remote_media=True, remote_media_hosts=(pattern,)))
 
 
-@pytest.mark.parametrize("network", ["10.0.0.0/33", "localhost", "10.0.0.0/8/8", ""],
-                         ids=["prefix-too-long", "name", "two-prefixes", "empty"])  # fmt: skip
+@pytest.mark.parametrize(
+    "network",
+    ["10.0.0.0/33", "localhost", "10.0.0.0/8/8", ""],
+    ids=["prefix-too-long", "name", "two-prefixes", "empty"],
+)
 def test_bad_allowed_networks_are_a_startup_error(network):
     with pytest.raises(GemmacliError, match="--remote-media-allow-network"):
         RemoteMedia.from_settings(ServerSettings(allow_remote_media=True, remote_media_networks=(network,)))
@@ -163,6 +200,7 @@ def test_bad_allowed_networks_are_a_startup_error(network):
 
 def test_remote_media_is_off_unless_asked():
     assert RemoteMedia.from_settings(ServerSettings()) is None
-    on = RemoteMedia.from_settings(ServerSettings(allow_remote_media=True, remote_media_networks=("10.1.0.0/16",),
-                                                  remote_media_timeout=3))  # fmt: skip
+    on = RemoteMedia.from_settings(
+        ServerSettings(allow_remote_media=True, remote_media_networks=("10.1.0.0/16",), remote_media_timeout=3)
+    )
     assert on.networks == (ipaddress.ip_network("10.1.0.0/16"),) and on.timeout == 3 and on.hosts == ()

@@ -31,11 +31,21 @@ pytestmark = pytest.mark.slow
 MAX_EXAMPLES = int(os.environ.get("GEMMACLI_FUZZ_EXAMPLES", 25))
 FUZZ_RANDOM = os.environ.get("GEMMACLI_FUZZ_RANDOM", "") not in ("", "0")
 MAX_TOKENS = 4
-MODELS = {"/v1/chat/completions": "tiny-chat", "/v1/completions": "tiny-chat", "/v1/embeddings": "all-minilm-l6-v2",
-          "/v1/audio/transcriptions": "whisper-tiny.en", "/v1/audio/translations": "whisper-tiny.en"}  # fmt: skip
+MODELS = {
+    "/v1/chat/completions": "tiny-chat",
+    "/v1/completions": "tiny-chat",
+    "/v1/embeddings": "all-minilm-l6-v2",
+    "/v1/audio/transcriptions": "whisper-tiny.en",
+    "/v1/audio/translations": "whisper-tiny.en",
+}
 EXAMPLE_MODELS = ("gemma-3-270m", "all-minilm-l6-v2")  # what the document's examples name
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]  # fmt: skip
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 examples: Counter[str] = Counter()  # requests sent per operation, and their statuses, printed at the end
 statuses: Counter[int] = Counter()
 _turn = itertools.count()
@@ -90,10 +100,20 @@ def api_schema(vision_runner, embed_runner, transcribe_runner):
     print(f"\nschemathesis: {sum(examples.values())} requests {dict(examples)}; statuses {dict(statuses)}")
 
 
-OPERATIONS = [("GET", "/health"), ("GET", "/metrics"), ("GET", "/v1/models"), ("GET", "/v1/models/{model_id}"),
-              ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
-              ("POST", "/v1/audio/transcriptions"), ("POST", "/v1/audio/translations"), ("GET", "/admin/stats"),
-              ("POST", "/admin/load/{model}"), ("POST", "/admin/unload/{model}")]  # fmt: skip
+OPERATIONS = [
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model_id}"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/embeddings"),
+    ("POST", "/v1/audio/transcriptions"),
+    ("POST", "/v1/audio/translations"),
+    ("GET", "/admin/stats"),
+    ("POST", "/admin/load/{model}"),
+    ("POST", "/admin/unload/{model}"),
+]
 
 
 def test_the_document_lists_every_operation(api_schema):
@@ -103,7 +123,8 @@ def test_the_document_lists_every_operation(api_schema):
 
 # Invalid requests (negative mode) only exist where there is a body to break.
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
-    (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if m == "POST" and not p.startswith("/admin")]  # fmt: skip
+    (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if m == "POST" and not p.startswith("/admin")
+]
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), CASES)
@@ -112,8 +133,14 @@ def test_every_operation_answers_as_documented(api_schema, method, path, mode):
 
     @given(case=operation.as_strategy(mode))
     # The same examples every run, so CI is deterministic; GEMMACLI_FUZZ_RANDOM=1 explores new ones.
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck), database=None, derandomize=not FUZZ_RANDOM)  # fmt: skip
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=not FUZZ_RANDOM,
+    )
     def check(case):
         _aim(case)
         examples[f"{method} {path}"] += 1

@@ -43,8 +43,8 @@ def test_serve_three_models_then_sigterm(gemma_dir, minilm_dir, whisper_dir, aud
     import openai
 
     port = free_port()
-    command = [sys.executable, "-m", "gemmacli", "serve", "-m", "gemma-3-270m", "-m", "all-minilm-l6-v2",
-               "-m", "whisper-tiny.en", "--port", str(port), "--device", "cpu", "-q"]  # fmt: skip
+    model_flags = ["-m", "gemma-3-270m", "-m", "all-minilm-l6-v2", "-m", "whisper-tiny.en"]
+    command = [sys.executable, "-m", "gemmacli", "serve", *model_flags, "--port", str(port), "--device", "cpu", "-q"]
     log_file = (tmp_path / "server.log").open("w")  # a file, not a pipe: a full pipe would block the server
     process = subprocess.Popen(command, cwd=tmp_path, env=os.environ.copy(), stderr=log_file, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -53,8 +53,8 @@ def test_serve_three_models_then_sigterm(gemma_dir, minilm_dir, whisper_dir, aud
         assert statuses[-1] == 200 and 503 in statuses  # answered "loading" before "ok"
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
         models = {m.id: m for m in client.models.list().data}
-        assert {m: models[m].task for m in models} == {
-            "gemma-3-270m": "chat", "all-minilm-l6-v2": "embed", "whisper-tiny.en": "transcribe"}  # fmt: skip
+        tasks = {m: models[m].task for m in models}
+        assert tasks == {"gemma-3-270m": "chat", "all-minilm-l6-v2": "embed", "whisper-tiny.en": "transcribe"}
         assert client.models.retrieve("google/gemma-3-270m").id == "gemma-3-270m"  # the Hub id is an alias
     finally:
         process.send_signal(signal.SIGTERM)

@@ -86,9 +86,9 @@ def test_flags_override_variables_which_override_dotenv(tmp_path, monkeypatch):
     monkeypatch.setattr(gemmacli.server.launch, "serve", lambda settings, report: taken.append(settings))
     monkeypatch.setattr(gemmacli.cli.serve, "quiet_libraries", lambda: None)
     (tmp_path / "x.env").write_text("GEMMACLI_MAX_QUEUE=3\nGEMMACLI_PORT=7000\nGEMMACLI_MAX_BATCH=2\n")
-    flags = ["-m", "a", "-m", "b", "--api-key", "k", "--no-warmup", "--dtype", "float16", "--log-level", "debug",
-             "--remote-media-allow-network", "10.1.0.0/16", "--max-batch", "4", "--public-metrics",
-             "--max-audio-seconds", "9.5", "--env-file", str(tmp_path / "x.env"), "-q"]  # fmt: skip
+    flags = ["-m", "a", "-m", "b", "--api-key", "k", "--no-warmup", "--dtype", "float16", "--log-level", "debug"]
+    flags += ["--remote-media-allow-network", "10.1.0.0/16", "--max-batch", "4", "--public-metrics"]
+    flags += ["--max-audio-seconds", "9.5", "--env-file", str(tmp_path / "x.env"), "-q"]
     result = CliRunner().invoke(app, ["serve", *flags], env={"GEMMACLI_PORT": "7100", "GEMMACLI_MAX_BATCH": "9"})
     assert result.exit_code == 0, result.output
     [s] = taken

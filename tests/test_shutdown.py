@@ -24,8 +24,8 @@ COUNTING = "1, 2, 3, 4, 5, 6, 7,"  # greedy, the base model keeps counting: no e
 @contextmanager
 def serving(tmp_path: Path, shutdown_timeout: float) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     port, log = free_port(), tmp_path / "server.log"
-    command = [sys.executable, "-m", "gemmacli", "serve", "-m", "gemma-3-270m", "--port", str(port),
-               "--device", "cpu", "--no-warmup", "-q", "--shutdown-timeout", str(shutdown_timeout)]  # fmt: skip
+    options = ["--port", str(port), "--device", "cpu", "--no-warmup", "-q", "--shutdown-timeout", str(shutdown_timeout)]
+    command = [sys.executable, "-m", "gemmacli", "serve", "-m", "gemma-3-270m", *options]
     with log.open("w") as log_file:  # a file, not a pipe: a full pipe would block the server
         process = subprocess.Popen(command, cwd=tmp_path, env=os.environ.copy(), stderr=log_file)
         try:
@@ -65,7 +65,9 @@ def wait_until_refused(base: str, timeout: float = 10) -> float:
 
 def test_sigterm_lets_a_running_stream_finish_and_refuses_new_connections(gemma_dir, tmp_path):
     with serving(tmp_path, shutdown_timeout=120) as (base, process, log):
-        events, after_signal, refused_after = [], 0, None
+        events = []
+        after_signal = 0
+        refused_after = None
         for payload in stream_events(base, max_tokens=30):
             events.append(payload)
             if refused_after is not None:
@@ -94,8 +96,8 @@ def test_a_stream_longer_than_the_shutdown_timeout_ends_with_an_error_event(gemm
         cut_after = time.monotonic() - signalled
         code = process.wait(timeout=60)
     assert code == 0, log.read_text()
-    assert events[-1] == {"error": {"message": "the server is shutting down", "type": "server_error",
-                                    "param": None, "code": "shutting_down"}}  # fmt: skip
+    error = {"message": "the server is shutting down", "type": "server_error", "param": None, "code": "shutting_down"}
+    assert events[-1] == {"error": error}
     assert "[DONE]" not in events and not any("error" in e for e in events[:-1])
     assert 1 <= cut_after < 10, cut_after
     assert "shutdown timeout: cancelling running requests" in log.read_text()

@@ -83,7 +83,10 @@ def test_parse_batches_rejects(text):
 class FakeSource:
     """A LoadSource that records calls and answers with fixed timings."""
 
-    model, device, dtype, peak_mem_kind = "fake", "cpu", "float32", "none"
+    model = "fake"
+    device = "cpu"
+    dtype = "float32"
+    peak_mem_kind = "none"
 
     def __init__(self):
         self.calls: list[tuple[int, int]] = []

@@ -28,7 +28,9 @@ SECONDS = float(os.environ.get("GEMMACLI_SOAK_SECONDS", 180))
 CLIENTS = 4
 HANGUP_RATE = 0.1
 WAV = Path(__file__).parent / "data" / "audio" / "hello_world.wav"
-CHAT, EMBED, WHISPER = "gemma-3-270m", "all-minilm-l6-v2", "whisper-tiny.en"
+CHAT = "gemma-3-270m"
+EMBED = "all-minilm-l6-v2"
+WHISPER = "whisper-tiny.en"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,9 @@ class Traffic:
 
     def __init__(self, base: str, seed: int, stats: Counter, lock: threading.Lock):
         self.http = httpx.Client(base_url=base, timeout=120)
-        self.random, self.stats, self.lock = random.Random(seed), stats, lock
+        self.random = random.Random(seed)
+        self.stats = stats
+        self.lock = lock
 
     def count(self, *keys: str) -> None:
         with self.lock:
@@ -74,8 +78,11 @@ class Traffic:
         return self.random.randint(2, 12)
 
     def chat(self) -> None:
-        body = {"model": CHAT, "messages": [{"role": "user", "content": "Name a colour."}],
-                "max_tokens": self._max_tokens()}  # fmt: skip
+        body = {
+            "model": CHAT,
+            "messages": [{"role": "user", "content": "Name a colour."}],
+            "max_tokens": self._max_tokens(),
+        }
         assert self._expect(self.http.post("/v1/chat/completions", json=body))["choices"][0]["finish_reason"]
 
     def completion(self) -> None:
@@ -152,8 +159,13 @@ def test_mixed_traffic_leaves_nothing_behind(live):
 
     now, threads_after = settle(live, threads_before)
     rss_after = rss_bytes()
-    summary = {**stats, "rss_before_mb": rss_before >> 20, "rss_after_mb": rss_after >> 20,
-               "threads_before": threads_before, "threads_after": threads_after}  # fmt: skip
+    summary = {
+        **stats,
+        "rss_before_mb": rss_before >> 20,
+        "rss_after_mb": rss_after >> 20,
+        "threads_before": threads_before,
+        "threads_after": threads_after,
+    }
     print(f"\nsoak {SECONDS:.0f} s: {json.dumps(summary)}")
     errors = {k: v for k, v in stats.items() if k.startswith("error:")}
     assert stats["errors"] == 0, errors

@@ -55,9 +55,16 @@ CPU = torch.device("cpu")
 
 @pytest.mark.parametrize(
     "kw",
-    [{"temperature": 0.0}, {"top_k": 1}, {"top_p": 0.01}, {"min_p": 1.0}, {"temperature": 1e-300},
-     {"temperature": 1e-6, "top_p": 0.5}, {"top_p": 5e-324, "min_p": 0.49}],  # tiny values found by fuzzing
-)  # fmt: skip
+    [
+        {"temperature": 0.0},
+        {"top_k": 1},
+        {"top_p": 0.01},
+        {"min_p": 1.0},
+        {"temperature": 1e-300},
+        {"temperature": 1e-6, "top_p": 0.5},
+        {"top_p": 5e-324, "min_p": 0.49},
+    ],  # tiny values found by fuzzing
+)
 def test_settings_that_leave_one_candidate_pick_the_argmax(kw):
     sampler = Sampler(config(seed=0, **kw), CPU)
     assert {sampler(LOGITS) for _ in range(20)} == {1}
@@ -99,8 +106,14 @@ def test_logit_bias_adds_to_the_chosen_tokens_only():
     assert err.value.param == "logit_bias"
 
 
-@pytest.mark.parametrize("kw,param", [({"temperature": -0.1}, "temperature"), ({"min_p": 2.0}, "min_p"),
-                                      ({"presence_penalty": 3.0}, "presence_penalty")])  # fmt: skip
+@pytest.mark.parametrize(
+    "kw,param",
+    [
+        ({"temperature": -0.1}, "temperature"),
+        ({"min_p": 2.0}, "min_p"),
+        ({"presence_penalty": 3.0}, "presence_penalty"),
+    ],
+)
 def test_bad_sampling_values_name_the_parameter(kw, param):
     with pytest.raises(InvalidParamError) as err:
         config(**kw)

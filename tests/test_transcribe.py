@@ -131,10 +131,13 @@ def test_temperature_turns_on_sampling():
 
 def test_windows_are_batched_and_offset():
     def reply(i, kwargs):  # the last segment of each window has no end: Whisper left it open
-        return {"text": f" one{i}. two{i}.", "chunks": [
-            {"text": f" one{i}.", "timestamp": (0.5, 2.0)},
-            {"text": f" two{i}.", "timestamp": (2.0, None)},
-        ]}  # fmt: skip
+        return {
+            "text": f" one{i}. two{i}.",
+            "chunks": [
+                {"text": f" one{i}.", "timestamp": (0.5, 2.0)},
+                {"text": f" two{i}.", "timestamp": (2.0, None)},
+            ],
+        }
 
     runner, pipe = fake_runner(reply=reply)
     samples = np.concatenate([noise(25), seconds(5), noise(25, 1)])
@@ -160,8 +163,11 @@ def test_word_timestamps_group_into_sentences():
     result = runner.transcribe(AudioPart(seconds(4)), TranscribeOptions(timestamps="word"))
     assert pipe.calls[0][2]["return_timestamps"] == "word"
     assert [(w.word, w.start, w.end) for w in result.words] == [
-        ("Hi", 0.0, 0.4), ("there.", 0.4, 0.9), ("Bye", 1.0, 3.0), ("now.", 3.0, 3.0)  # clamped: never backwards
-    ]  # fmt: skip
+        ("Hi", 0.0, 0.4),
+        ("there.", 0.4, 0.9),
+        ("Bye", 1.0, 3.0),
+        ("now.", 3.0, 3.0),  # clamped: never backwards
+    ]
     assert [(s.text, s.start, s.end) for s in result.segments] == [(" Hi there.", 0.0, 0.9), (" Bye now.", 1.0, 3.0)]
     assert_timeline(result.words, result.duration)
 
@@ -201,7 +207,10 @@ def tokenizer(whisper_dir):
 @pytest.fixture(scope="module")
 def long_recording() -> tuple[AudioPart, list[str], list[float]]:
     """The three sentences with 8 s of silence after each: 42 s, so two windows."""
-    parts, references, offsets, at = [], [], [], 0.0
+    parts = []
+    references = []
+    offsets = []
+    at = 0.0
     for name in SPEECH:
         audio, reference = speech(name)
         parts += [audio.samples, seconds(SILENCE_S)]

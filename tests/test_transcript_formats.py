@@ -15,8 +15,17 @@ from gemmacli.types import Segment, TranscribeOptions, Transcript, Word
 SRT_CUE = re.compile(r"(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)\n")
 VTT_CUE = re.compile(r"(\d\d:\d\d:\d\d\.\d{3}) --> (\d\d:\d\d:\d\d\.\d{3})\n(.+)\n")
 SEGMENT_KEYS = {
-    "id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob"
-}  # fmt: skip
+    "id",
+    "seek",
+    "start",
+    "end",
+    "text",
+    "tokens",
+    "temperature",
+    "avg_logprob",
+    "compression_ratio",
+    "no_speech_prob",
+}
 
 TWO_SEGMENTS = Transcript(
     text="Hello there. General Kenobi!",
@@ -125,9 +134,8 @@ def test_transcript_without_segments_is_one_cue():
 def test_verbose_json():
     data = json.loads(render(TWO_SEGMENTS, "verbose_json"))
     assert set(data) == {"task", "language", "duration", "text", "segments"}  # no words: none were asked for
-    assert (data["task"], data["language"], data["duration"], data["text"]) == (
-        "transcribe", "english", 3661.5, "Hello there. General Kenobi!"
-    )  # fmt: skip
+    header = (data["task"], data["language"], data["duration"], data["text"])
+    assert header == ("transcribe", "english", 3661.5, "Hello there. General Kenobi!")
     first, second = data["segments"]
     assert set(first) == set(second) == SEGMENT_KEYS
     assert (first["id"], first["start"], first["end"], first["text"]) == (0, 0.0, 1.25, " Hello there.")

@@ -14,7 +14,10 @@ from gemmacli.models.ct2_format import read_variables
 from gemmacli.models.whisper_import import SPEC_NAME, convert_ct2_whisper, is_ct2_whisper
 
 # whisper tiny.en: 384 wide, 4+4 layers of 6 heads, 1536-wide MLPs, 80 mel bins.
-D, FFN, MELS, VOCAB = 384, 1536, 80, 51864
+D = 384
+FFN = 1536
+MELS = 80
+VOCAB = 51864
 # Greedy CTranslate2 output for quick_brown_fox.wav: " The quick brown fox jumps over the lazy dog."
 FOX_TOKENS = [383, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]
 

@@ -48,8 +48,14 @@ def main() -> int:
         args.model_dir or demo_folder("gemma-3-270m"),
         args.embed_dir or demo_folder("all-minilm-l6-v2"),
     )
-    config = dict(concurrency=tuple(args.concurrency), max_tokens=args.max_tokens, prompt_tokens=args.prompt_tokens,
-                  requests=args.requests, warmup=2, timeout=900.0)  # fmt: skip
+    config = dict(
+        concurrency=tuple(args.concurrency),
+        max_tokens=args.max_tokens,
+        prompt_tokens=args.prompt_tokens,
+        requests=args.requests,
+        warmup=2,
+        timeout=900.0,
+    )
     servers = {"gemmacli serve": (gemmacli_command([chat_dir], args.dtype, max(args.concurrency)), None)}
     if not args.skip_peer:
         servers = {"transformers serve": (peer_command(chat_dir, args.dtype), str(chat_dir)), **servers}
@@ -62,8 +68,9 @@ def main() -> int:
     if not args.skip_embeddings:
         embed_server = server(gemmacli_command([embed_dir], "auto", 64), "gemmacli serve (embeddings)")
         with embed_server as url:
-            embed = compare_embeddings(url, embed_dir, concurrency=16, sentences=args.embed_sentences,
-                                       server_pid=embed_server.process.pid)  # fmt: skip
+            embed = compare_embeddings(
+                url, embed_dir, concurrency=16, sentences=args.embed_sentences, server_pid=embed_server.process.pid
+            )
         out.print(embed_table(embed))
     if args.json:
         Path(args.json).write_text(json.dumps(to_json(args, reports, embed), indent=1))
@@ -100,14 +107,13 @@ def peer_command(folder: Path, dtype: str) -> list[str]:
     exe = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which("transformers")
     if exe is None:
         raise SystemExit("error: `transformers serve` not found: pip install 'transformers[serving]'")
-    return [exe, "serve", "--continuous-batching", "--device", "cpu", "--dtype", dtype, "--port", "{port}",
-            str(folder)]  # fmt: skip
+    return [exe, "serve", "--continuous-batching", "--device", "cpu", "--dtype", dtype, "--port", "{port}", str(folder)]
 
 
 def gemmacli_command(folders: list[Path], dtype: str, max_batch: int) -> list[str]:
     models = [arg for folder in folders for arg in ("-m", str(folder))]
-    return [sys.executable, "-m", "gemmacli", "serve", *models, "--dtype", dtype, "--port", "{port}",
-            "--max-batch", str(max_batch), "--max-queue", "256", "--log-level", "warning", "--quiet"]  # fmt: skip
+    options = ["--dtype", dtype, "--port", "{port}", "--max-batch", str(max_batch), "--max-queue", "256"]
+    return [sys.executable, "-m", "gemmacli", "serve", *models, *options, "--log-level", "warning", "--quiet"]
 
 
 class server:
@@ -189,8 +195,10 @@ def chat_table(reports: dict[str, LoadReport], dtype: str) -> Table:
     ours = reports["gemmacli serve"]
     peer = reports.get("transformers serve")
     config = ours.config
-    title = (f"gemma-3-270m, {dtype}, {config.max_tokens} output tokens, ~{config.prompt_tokens}-token prompts, "
-             f"streamed, closed loop")  # fmt: skip
+    title = (
+        f"gemma-3-270m, {dtype}, {config.max_tokens} output tokens, ~{config.prompt_tokens}-token prompts, "
+        f"streamed, closed loop"
+    )
     table = Table(title=title, title_justify="left")
     for head in ("clients", "server", "out tok/s", "TTFT p50 ms", "TPOT p50 ms", "e2e p50 s", "ratio", "target"):
         table.add_column(head, justify="right")
@@ -199,18 +207,30 @@ def chat_table(reports: dict[str, LoadReport], dtype: str) -> Table:
         if theirs is not None:
             table.add_row(str(level.concurrency), "transformers", *numbers(theirs), "", "")
         ratio = level.output_throughput / theirs.output_throughput if theirs else None
-        table.add_row(str(level.concurrency), "[b]gemmacli[/]", *numbers(level),
-                      f"{ratio:.2f}x" if ratio else "–", verdict(level, theirs, ratio), end_section=True)  # fmt: skip
+        table.add_row(
+            str(level.concurrency),
+            "[b]gemmacli[/]",
+            *numbers(level),
+            f"{ratio:.2f}x" if ratio else "–",
+            verdict(level, theirs, ratio),
+            end_section=True,
+        )
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    table.caption = (f"servers: transformers serve --continuous-batching and gemmacli serve, side by side,\n"
-                     f"measured in turns at each concurrency;\n"
-                     f"ratio: gemmacli output tok/s / the peer's; load average now {load}")  # fmt: skip
+    table.caption = (
+        f"servers: transformers serve --continuous-batching and gemmacli serve, side by side,\n"
+        f"measured in turns at each concurrency;\n"
+        f"ratio: gemmacli output tok/s / the peer's; load average now {load}"
+    )
     return table
 
 
 def numbers(level) -> list[str]:
-    return [f"{level.output_throughput:.1f}", f"{level.ttft_ms.p50:,.0f}", f"{level.tpot_ms.p50:.1f}",
-            f"{level.e2e_ms.p50 / 1000:.2f}"]  # fmt: skip
+    return [
+        f"{level.output_throughput:.1f}",
+        f"{level.ttft_ms.p50:,.0f}",
+        f"{level.tpot_ms.p50:.1f}",
+        f"{level.e2e_ms.p50 / 1000:.2f}",
+    ]
 
 
 def verdict(level, theirs, ratio: float | None) -> str:
@@ -232,18 +252,27 @@ def embed_table(result: EmbedComparison) -> Table:
     table = Table(title=title, title_justify="left")
     for head in ("how", "sentences/s", "CPU ms / sentence", "ratio", "target"):
         table.add_column(head, justify="right")
-    table.add_row(f"in process, encode batch {result.batch}", f"{result.in_process:.0f}",
-                  f"{result.cpu_in_process:.1f}", "", "")  # fmt: skip
+    table.add_row(
+        f"in process, encode batch {result.batch}", f"{result.in_process:.0f}", f"{result.cpu_in_process:.1f}", "", ""
+    )
     server_cpu = "?" if result.cpu_server is None else f"{result.cpu_server:.1f}"
-    table.add_row(f"gemmacli serve, {result.concurrency} clients, 1 sentence each", f"{result.served:.0f}",
-                  f"{server_cpu} server + {result.cpu_client:.1f} client", f"{result.ratio:.2f}x",
-                  "[green]met[/]" if result.ratio >= 0.8 else "[red]missed[/]")  # fmt: skip
+    table.add_row(
+        f"gemmacli serve, {result.concurrency} clients, 1 sentence each",
+        f"{result.served:.0f}",
+        f"{server_cpu} server + {result.cpu_client:.1f} client",
+        f"{result.ratio:.2f}x",
+        "[green]met[/]" if result.ratio >= 0.8 else "[red]missed[/]",
+    )
     return table
 
 
 def to_json(args, reports: dict[str, LoadReport], embed: EmbedComparison | None) -> dict:
-    return {"dtype": args.dtype, "chat": {name: r.to_json() for name, r in reports.items()},
-            "embeddings": asdict(embed) if embed else None, "loadavg": os.getloadavg()}  # fmt: skip
+    return {
+        "dtype": args.dtype,
+        "chat": {name: r.to_json() for name, r in reports.items()},
+        "embeddings": asdict(embed) if embed else None,
+        "loadavg": os.getloadavg(),
+    }
 
 
 if __name__ == "__main__":

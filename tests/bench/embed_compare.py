@@ -43,15 +43,23 @@ class EmbedComparison:
 
 
 def compare_embeddings(
-    url: str, folder: Path, *, concurrency: int = 16, sentences: int = 2048, batch: int = 32, rounds: int = 4,
+    url: str,
+    folder: Path,
+    *,
+    concurrency: int = 16,
+    sentences: int = 2048,
+    batch: int = 32,
+    rounds: int = 4,
     server_pid: int | None = None,
-) -> EmbedComparison:  # fmt: skip
+) -> EmbedComparison:
     texts = make_sentences(sentences)
     model = asyncio.run(first_model(url))
     runner = load_runner(folder)
     runner.embed(texts[:batch], batch_size=batch)  # warm-ups, not counted
     asyncio.run(serve_rate(url, model, texts[:concurrency], concurrency))
-    local, served, cpu = [], [], {"in_process": [], "server": [], "client": []}
+    local = []
+    served = []
+    cpu = {"in_process": [], "server": [], "client": []}
     for i in range(rounds):
         chunk = texts[i * sentences // rounds : (i + 1) * sentences // rounds]
         with cpu_ms_per(len(chunk), cpu["in_process"]):
@@ -60,9 +68,19 @@ def compare_embeddings(
             served.append(asyncio.run(serve_rate(url, model, chunk, concurrency)))
     median = statistics.median
     ratio = median(s / p for s, p in zip(served, local, strict=True))
-    return EmbedComparison(model, sentences, batch, concurrency, rounds, median(local), median(served), ratio,
-                           median(cpu["in_process"]), median(cpu["server"]) if server_pid else None,
-                           median(cpu["client"]))  # fmt: skip
+    return EmbedComparison(
+        model=model,
+        sentences=sentences,
+        batch=batch,
+        concurrency=concurrency,
+        rounds=rounds,
+        in_process=median(local),
+        served=median(served),
+        ratio=ratio,
+        cpu_in_process=median(cpu["in_process"]),
+        cpu_server=median(cpu["server"]) if server_pid else None,
+        cpu_client=median(cpu["client"]),
+    )
 
 
 @contextlib.contextmanager

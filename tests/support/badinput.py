@@ -19,7 +19,10 @@ from PIL import Image
 
 from support.helpers import check_openai_error
 
-CHAT, VISION, EMBED, WHISPER = "gemma-3-270m", "tiny-gemma3-vision", "all-minilm-l6-v2", "whisper-tiny.en"
+CHAT = "gemma-3-270m"
+VISION = "tiny-gemma3-vision"
+EMBED = "all-minilm-l6-v2"
+WHISPER = "whisper-tiny.en"
 KEY = "bad-input-key"
 LIMITS = dict(
     max_body_bytes=2_000_000,

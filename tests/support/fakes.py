@@ -21,7 +21,11 @@ from gemmacli.runners.chat import ChatRunner
 from gemmacli.runners.decoder import Decoder, Prompt, Seq
 from gemmacli.types import Delta, GenParams, Message
 
-PAD, EOS, BOS, NUMBERS = 0, 1, 2, 3  # token ids; NUMBERS + k is " k" for k in 0..99
+# token ids
+PAD = 0
+EOS = 1
+BOS = 2
+NUMBERS = 3  # NUMBERS + k is " k" for k in 0..99
 VOCAB = ["<pad>", "<eos>", "<bos>", *(f" {k}" for k in range(100))]
 EXPLODE = "explode"  # a prompt holding this makes its sequence fail at its third token (a stage's bug)
 
@@ -50,7 +54,9 @@ class FakeRunner:
 class FakeTokenizer:
     """Words in, ids out: a word's id depends only on its length; decoding prints the counting vocabulary."""
 
-    eos_token_id, bos_token_id, chat_template = EOS, BOS, "fake"
+    eos_token_id = EOS
+    bos_token_id = BOS
+    chat_template = "fake"
 
     def encode(self, text: str) -> list[int]:
         return [BOS, *(NUMBERS + len(word) % 100 for word in text.split())]
@@ -62,12 +68,25 @@ class FakeTokenizer:
 class FakeDecoder(Decoder):
     """The real Decoder with the model replaced by the counting script (no KV cache, no forward pass)."""
 
-    def __init__(self, *, context_length: int = 256, defaults: GenParams = GenParams(), name: str = "fake-chat",
-                 delay: float = 0.0):  # fmt: skip
-        self.tokenizer, self.name, self.model = FakeTokenizer(), name, None
-        self.eos_ids, self.context_length, self.defaults = frozenset({EOS}), context_length, defaults
-        self.vocab_size, self.device = len(VOCAB), torch.device("cpu")
-        self.pending, self.running, self._ended = [], [], []
+    def __init__(
+        self,
+        *,
+        context_length: int = 256,
+        defaults: GenParams = GenParams(),
+        name: str = "fake-chat",
+        delay: float = 0.0,
+    ):
+        self.tokenizer = FakeTokenizer()
+        self.name = name
+        self.model = None
+        self.eos_ids = frozenset({EOS})
+        self.context_length = context_length
+        self.defaults = defaults
+        self.vocab_size = len(VOCAB)
+        self.device = torch.device("cpu")
+        self.pending = []
+        self.running = []
+        self._ended = []
         self.steps: list[int] = []  # sequences decoded at each decode step, to see requests share steps
         self.delay = delay  # seconds each decode step takes, as a real model's would
 
@@ -114,7 +133,10 @@ class FakeChatRunner(ChatRunner):
     def __init__(
         self, name: str = "fake-chat", *, context_length: int = 256, defaults: GenParams = GenParams(), delay=0.0
     ):
-        self.name, self.placement, self.vision, self.model = name, None, False, None
+        self.name = name
+        self.placement = None
+        self.vision = False
+        self.model = None
         self.decoder = FakeDecoder(context_length=context_length, defaults=defaults, name=name, delay=delay)
         self.tokenizer = self.processor = self.decoder.tokenizer
         self.closed = False

@@ -22,7 +22,10 @@ from gemmacli.server.settings import ServerSettings
 from gemmacli.settings import Paths
 from support.liveserver import LiveServer
 
-TINY, EMBED, WHISPER, GEMMA = "tiny-gemma3-vision", "all-minilm-l6-v2", "whisper-tiny.en", "gemma-3-270m"
+TINY = "tiny-gemma3-vision"
+EMBED = "all-minilm-l6-v2"
+WHISPER = "whisper-tiny.en"
+GEMMA = "gemma-3-270m"
 COUNTING_PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # a base model keeps counting: a long, steady stream
 
 

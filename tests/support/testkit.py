@@ -12,7 +12,9 @@ from pathlib import Path
 
 from gemmacli.models.gguf_import import gemma3_chat_template
 
-IMAGE_SIZE, PATCH_SIZE, TOKENS_PER_IMAGE = 64, 16, 4  # 4x4 patches avg-pooled to 2x2 = 4 image tokens
+IMAGE_SIZE = 64
+PATCH_SIZE = 16
+TOKENS_PER_IMAGE = 4  # 4x4 patches avg-pooled to 2x2 = 4 image tokens
 KIT_VERSION = 1
 
 
@@ -54,23 +56,45 @@ def _build(out: Path, gemma_dir: Path, seed: int) -> None:
     template = gemma3_chat_template()
     tokenizer.chat_template = template
     processor = Gemma3Processor(
-        image_processor=_image_processor(), tokenizer=tokenizer, chat_template=template,
+        image_processor=_image_processor(),
+        tokenizer=tokenizer,
+        chat_template=template,
         image_seq_length=TOKENS_PER_IMAGE,
-    )  # fmt: skip
+    )
     text = Gemma3TextConfig(
-        vocab_size=262_208, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        layer_types=["sliding_attention", "full_attention"], num_attention_heads=2, num_key_value_heads=1,
-        head_dim=32, query_pre_attn_scalar=32, sliding_window=512, max_position_embeddings=32_768,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+        vocab_size=262_208,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        layer_types=["sliding_attention", "full_attention"],
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        query_pre_attn_scalar=32,
+        sliding_window=512,
+        max_position_embeddings=32_768,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     vision = SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, vision_use_head=False, layer_norm_eps=1e-6,
-    )  # fmt: skip
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        vision_use_head=False,
+        layer_norm_eps=1e-6,
+    )
     config = Gemma3Config(
-        text_config=text, vision_config=vision, mm_tokens_per_image=TOKENS_PER_IMAGE,
-        boi_token_index=boi, eoi_token_index=eoi, image_token_index=image,
-    )  # fmt: skip
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=TOKENS_PER_IMAGE,
+        boi_token_index=boi,
+        eoi_token_index=eoi,
+        image_token_index=image,
+    )
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config).to(torch.bfloat16).eval()
     model.generation_config = GenerationConfig(

@@ -289,7 +289,7 @@ def summarize_level(level: Level, results: Sequence[RequestResult], duration: fl
 
 class InProcessSource:
     """Times the runner's decoder in this process: the same decoder `gemmacli chat` and the server drive.
-    Its first step prefills every prompt (each sequence's first token); each later step is one decode step."""
+    Its prefill of every prompt first (each sequence's first token), then each decode step."""
 
     def __init__(self, runner: ChatRunner):
         self.runner = runner
@@ -315,11 +315,13 @@ class InProcessSource:
         start, stamps = time.perf_counter(), []
         seqs = [decoder.insert(prompt, params) for prompt in encoded]
         try:
+            step = decoder.prefill  # the prompts alone first, then decode steps
             while not all(seq.done for seq in seqs):
                 before = sum(len(seq.tokens) for seq in seqs)
-                decoder.step()
+                step()
                 self._sync()
                 stamps.append((time.perf_counter(), sum(len(seq.tokens) for seq in seqs) - before))
+                step = decoder.step
         finally:
             for seq in seqs:
                 decoder.cancel(seq)

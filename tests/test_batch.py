@@ -67,8 +67,7 @@ def test_a_cancelled_sequence_leaves_at_the_next_step(fp32_runner):
     flag = {"stop": False}
     a = decoder.insert(runner.encode_text(PROMPTS[0]), greedy(NEW_TOKENS))
     b = decoder.insert(runner.encode_text(PROMPTS[1]), greedy(NEW_TOKENS), cancelled=lambda: flag["stop"])
-    decoder.step()  # both prefilled
-    decoder.step()  # one decode step for both
+    decoder.step()  # both prefilled, then one decode step for both
     flag["stop"] = True
     stepped = decoder.step()
     cancelled, deltas = stepped[0]

@@ -1,7 +1,7 @@
 """The chat decoder: the one place tokens are produced, for every sequence of one chat model.
 
     decoder.insert(prompt, params, cancelled) -> Seq      queue a sequence
-    decoder.step() -> [(Seq, [Delta])]                     prefill what is queued, else one token for every sequence
+    decoder.step() -> [(Seq, [Delta])]                     prefill what is queued, then one token for every sequence
     decoder.cancel(seq)                                    end it now; its final delta comes with the next step
     len(decoder)                                           sequences whose end the steps have not reported yet
 
@@ -75,9 +75,11 @@ class Seq:
         return deltas
 
     def finish(self, reason: FinishReason) -> Delta:
+        """The final delta: the text the output stages still hold (a stop string that matched holds none; one
+        that only began before an end of sequence is text after all), the reason and the usage."""
         self.finish_reason = reason
-        tail = self.pipeline.flush() if reason != "stop" else ""
-        return Delta(tail, (), reason, Usage(self.prompt.length, len(self.tokens), self.prompt.image_tokens))
+        usage = Usage(self.prompt.length, len(self.tokens), self.prompt.image_tokens)
+        return Delta(self.pipeline.flush(), (), reason, usage)
 
 
 class Decoder:
@@ -129,18 +131,24 @@ class Decoder:
 
     @torch.inference_mode()
     def step(self) -> list[tuple[Seq, list[Delta]]]:
-        """Prefill every queued sequence (each gets its first token), or else advance every running one by a
-        token. A sequence that ended carries its final delta; one that failed carries its `error` instead."""
+        """Prefill every queued sequence (each gets its first token), then advance every running one, the new ones
+        included, by a token: a stream of arrivals never starves the running sequences. A sequence that ended
+        carries its final delta; one that failed carries its `error` instead (a sequence may appear twice)."""
+        out = self.prefill()
+        if self.running:
+            out += self._decode()
+        return out
+
+    @torch.inference_mode()
+    def prefill(self) -> list[tuple[Seq, list[Delta]]]:
+        """The first half of a step: drop cancelled sequences, then prefill the queued ones, each alone. Alone, it
+        lets `gemmacli bench` time prompts apart from decode steps."""
         for seq in [s for s in (*self.pending, *self.running) if s.cancelled()]:
             self.cancel(seq)
         out = [(seq, [delta]) for seq, delta in self._ended]
         self._ended = []
-        if self.pending:
-            queued, self.pending = self.pending, []
-            out += [(seq, self._prefill(seq)) for seq in queued]
-        elif self.running:
-            out += self._decode()
-        return out
+        queued, self.pending = self.pending, []
+        return out + [(seq, self._prefill(seq)) for seq in queued]
 
     def close(self) -> None:
         """Forget every sequence, the cache and the model (being unloaded): whoever still holds the decoder

@@ -21,7 +21,8 @@ from litestar import Request
 from litestar.response import Stream
 
 from gemmacli.server import errors
-from gemmacli.server.engine import Decoder, EngineStopped
+from gemmacli.server.engine import EngineStopped
+from gemmacli.server.loaded import LoadedModel
 from gemmacli.server.services import Services
 from gemmacli.server.sse import DONE, event, stream_response
 from gemmacli.types import Completion, Delta, GenParams, Usage
@@ -122,22 +123,22 @@ class Run:
 
 async def start(
     services: Services,
-    model: str,
+    model: LoadedModel,
     endpoint: str,
-    decoder: Decoder,
     prompts: Callable[[], Sequence[Any]],
     params: GenParams,
     receive: Receive | None = None,
 ) -> Run:
-    """Decode `prompts` (encoded on the inference thread) in `decoder`, and wait for the first delta (see the
-    error contract above). A client that hangs up while its request waits or prefills is noticed through
-    `receive`."""
+    """Decode `prompts` (encoded on the inference thread) in the decoder of `model`'s runner, beside its other
+    requests, and wait for the first delta (see the error contract above). A client that hangs up while its
+    request waits or prefills is noticed through `receive`."""
     started, encoded = time.perf_counter(), []
 
     def encode() -> Sequence[Any]:
         encoded[:] = prompts()
         return encoded
 
+    decoder = model.runner.decoder
     rest = services.engine.generate(decoder, encode, params, timeout=services.settings.request_timeout)
 
     async def first() -> tuple[int, Delta]:
@@ -147,7 +148,7 @@ async def start(
             raise EngineStopped("the generation ended without a result") from None
 
     pair = await _unless_hangup(first(), receive)
-    return Run(services, model, endpoint, rest, pair, started, len(encoded))
+    return Run(services, model.id, endpoint, rest, pair, started, len(encoded))
 
 
 def sse(run: Run, chunks: Chunks, request: Request) -> Stream:

@@ -169,7 +169,7 @@ def test_concurrent_requests_decode_in_one_batch_and_match_alone(served, chat_ru
     from gemmacli.server.settings import ServerSettings
 
     sizes: list[int] = []
-    original = Decoder.step
+    original = Decoder.advance
 
     def spying(self):
         sizes.append(len(self.running))
@@ -185,7 +185,7 @@ def test_concurrent_requests_decode_in_one_batch_and_match_alone(served, chat_ru
         return [r.json()["choices"][0]["text"] for r in replies]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Decoder, "step", spying)
+        patch.setattr(Decoder, "advance", spying)
         with live_app(served, ServerSettings(max_batch=4)) as (url, _):
             texts = asyncio.run(together(url))
     if chat_runner.model.dtype == torch.float32:

@@ -183,6 +183,9 @@ class FakeDecoder:
     def cancel(self, seq):
         seq.finish_reason = "cancelled"
 
+    def advance(self):
+        return iter(self.step())
+
     def step(self):
         self.sizes.append(len(self.seqs))
         out = []

@@ -15,7 +15,7 @@ and `gemmacli bench` all drive this same object. Not thread-safe: one thread dri
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -129,26 +129,34 @@ class Decoder:
             return
         self._ended.append((seq, seq.finish("cancelled")))
 
-    @torch.inference_mode()
     def step(self) -> list[tuple[Seq, list[Delta]]]:
         """Prefill every queued sequence (each gets its first token), then advance every running one, the new ones
         included, by a token: a stream of arrivals never starves the running sequences. A sequence that ended
         carries its final delta; one that failed carries its `error` instead (a sequence may appear twice)."""
-        out = self.prefill()
-        if self.running:
-            out += self._decode()
-        return out
+        return list(self.advance())
 
     @torch.inference_mode()
+    def advance(self) -> Iterator[tuple[Seq, list[Delta]]]:
+        """`step`, yielding each sequence's deltas as soon as they exist: the engine sends a new request its first
+        token right after its own prefill, not after every other prefill and the decode step too."""
+        yield from self._prefill_queued()
+        if self.running:
+            yield from self._decode()
+
     def prefill(self) -> list[tuple[Seq, list[Delta]]]:
-        """The first half of a step: drop cancelled sequences, then prefill the queued ones, each alone. Alone, it
-        lets `gemmacli bench` time prompts apart from decode steps."""
+        """The first half of a step alone, which lets `gemmacli bench` time prompts apart from decode steps."""
+        with torch.inference_mode():
+            return list(self._prefill_queued())
+
+    def _prefill_queued(self) -> Iterator[tuple[Seq, list[Delta]]]:
+        """Drop cancelled sequences (reporting their ends), then prefill the queued ones, each alone."""
         for seq in [s for s in (*self.pending, *self.running) if s.cancelled()]:
             self.cancel(seq)
-        out = [(seq, [delta]) for seq, delta in self._ended]
-        self._ended = []
+        ended, self._ended = self._ended, []
+        yield from ((seq, [delta]) for seq, delta in ended)
         queued, self.pending = self.pending, []
-        return out + [(seq, self._prefill(seq)) for seq in queued]
+        for seq in queued:
+            yield seq, self._prefill(seq)
 
     def close(self) -> None:
         """Forget every sequence, the cache and the model (being unloaded): whoever still holds the decoder

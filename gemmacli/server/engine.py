@@ -31,7 +31,7 @@ class Decoder(Protocol):
     """What the engine needs of a chat runner's decoder (gemmacli.runners.decoder.Decoder)."""
 
     def insert(self, prompt: Any, params: GenParams, cancelled: Callable[[], bool]) -> Any: ...
-    def step(self) -> list[tuple[Any, list[Delta]]]: ...
+    def advance(self) -> Iterator[tuple[Any, list[Delta]]]: ...
     def cancel(self, seq: Any) -> None: ...
     def __len__(self) -> int: ...
 
@@ -242,31 +242,34 @@ class Engine:
         self._decoders[generation.decoder] = None
 
     def _step_decoder(self, decoder: Decoder) -> None:
-        """One step of `decoder`: each sequence's deltas go to its job; a failed sequence fails its job."""
+        """One step of `decoder`: each sequence's deltas go to its job the moment they exist; a failed sequence
+        fails its job."""
         try:
-            stepped = decoder.step()
+            for seq, deltas in decoder.advance():
+                self._deliver(seq, deltas)
         except BaseException as exc:  # the decoder reports its failures per sequence: this is a bug in it
             for job in {job for job, _ in self._owners.values() if job.generation.decoder is decoder}:
                 self._finish(job, _ERROR, exc)
             del self._decoders[decoder]
             return
-        for seq, deltas in stepped:
-            owner = self._owners.get(seq)
-            if owner is None:  # its job already ended (another of its sequences failed)
-                continue
-            job, index = owner
-            if seq.error is not None:
-                self._finish(job, _ERROR, seq.error)
-                continue
-            for delta in deltas:
-                job.send(_ITEM, (index, delta))
-            if seq.done:
-                del self._owners[seq]
-                job.unfinished -= 1
-                if not job.unfinished:
-                    self._finish(job, _DONE)
         if not len(decoder):
             del self._decoders[decoder]  # nothing left to step: the engine no longer holds it (or its model)
+
+    def _deliver(self, seq: Any, deltas: list[Delta]) -> None:
+        owner = self._owners.get(seq)
+        if owner is None:  # its job already ended (another of its sequences failed)
+            return
+        job, index = owner
+        if seq.error is not None:
+            self._finish(job, _ERROR, seq.error)
+            return
+        for delta in deltas:
+            job.send(_ITEM, (index, delta))
+        if seq.done:
+            del self._owners[seq]
+            job.unfinished -= 1
+            if not job.unfinished:
+                self._finish(job, _DONE)
 
     def _finish(self, job: Job, kind: str, value: Any = None) -> None:
         close = getattr(job.results, "close", None)

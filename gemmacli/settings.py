@@ -145,6 +145,7 @@ class ServerSettings:
     max_audio_clips: int = _limit(4, "Audio parts per chat request", min=0)
     max_audio_bytes: int = _limit(25 * MiB, "Bytes per audio file", min=1, unit="bytes")  # OpenAI's upload limit
     max_audio_seconds: float = _limit(7200.0, "Decoded length per audio file", min=1, unit="s")
+    max_n: int = _limit(8, "Choices per prompt (n); one prefill serves them all", min=1)  # OpenAI: 128
     max_stop: int = _limit(16, "Stop strings per request", min=0)  # OpenAI: 4
     max_stop_chars: int = _limit(1024, "Characters per stop string", min=1)
     max_audio_prompt_chars: int = _limit(4096, "Transcription prompt characters", min=0)  # Whisper reads 224 tokens

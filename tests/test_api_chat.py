@@ -163,6 +163,17 @@ def test_same_seed_same_text_when_sampling(openai_client):
     assert first != other or first != openai_client.chat.completions.create(**kw, seed=9).choices[0].message.content
 
 
+def test_n_seeded_choices_are_reproducible_and_distinct(openai_client):
+    kw = dict(model=MODEL, messages=USER, n=3, temperature=1.0, top_p=1.0, max_tokens=12, seed=7)
+    first = openai_client.chat.completions.create(**kw)
+    again = openai_client.chat.completions.create(**kw)
+    texts = [c.message.content for c in first.choices]
+    assert [c.index for c in first.choices] == [0, 1, 2] and texts == [c.message.content for c in again.choices]
+    assert len(set(texts)) > 1
+    single = openai_client.chat.completions.create(**{**kw, "n": 1})
+    assert first.usage.prompt_tokens == single.usage.prompt_tokens  # the shared prompt counts once
+
+
 def test_max_completion_tokens_wins_over_max_tokens(openai_client):
     r = openai_client.chat.completions.create(
         model=MODEL, messages=USER, temperature=0, max_tokens=9, max_completion_tokens=2
@@ -237,7 +248,7 @@ ERRORS = {
     "max_tokens wrong type": (_chat(max_tokens="ten"), 400, "max_tokens"),
     "temperature below 0": (_chat(temperature=-1), 400, "temperature"),
     "top_p above 1": (_chat(top_p=1.5), 400, "top_p"),
-    "n above 1": (_chat(n=2), 400, "n"),
+    "n above --max-n": (_chat(n=9), 400, "n"),
     "logprobs": (_chat(logprobs=True), 400, "logprobs"),
     "tools": (_chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
     "json mode": (_chat(response_format={"type": "json_object"}), 400, "response_format"),
@@ -286,7 +297,7 @@ def test_malformed_json_is_a_400(http):
 
 def test_the_official_client_raises_bad_request_with_the_param(openai_client):
     with pytest.raises(openai.BadRequestError) as err:
-        openai_client.chat.completions.create(model=MODEL, messages=USER, n=2)
+        openai_client.chat.completions.create(model=MODEL, messages=USER, n=9)
     assert err.value.status_code == 400 and err.value.body["param"] == "n"
     with pytest.raises(openai.NotFoundError) as err:
         openai_client.chat.completions.create(model="nope", messages=USER, stream=True)

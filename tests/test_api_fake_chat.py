@@ -118,6 +118,40 @@ def test_several_prompts_decode_together_and_interleave(http, served):
     assert [c["text"] for c in whole["choices"]] == texts and whole["usage"]["completion_tokens"] == 8
 
 
+def test_n_choices_share_one_prefill(http, served):
+    _, runner, _ = served
+    body = http.post("/v1/chat/completions", json=chat(n=3, temperature=0.9, seed=5)).json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2] and runner.decoder.prefills[-1] == 3
+    assert all(c["message"]["content"] == " 3 4 5 6" for c in body["choices"])  # the script forces its tokens
+    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 12, "total_tokens": 16}  # the prompt once
+
+
+def test_n_choices_stream_with_their_index(http):
+    r = http.post("/v1/chat/completions", json=chat(n=2, stream=True, stream_options={"include_usage": True}))
+    chunks = [json.loads(e) for e in sse_events(r.content)[:-1]]
+    roles = [c["choices"][0]["index"] for c in chunks if c["choices"] and c["choices"][0]["delta"].get("role")]
+    finished = [c["choices"][0]["index"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert roles == [0, 1] and sorted(finished) == [0, 1]
+    for i in (0, 1):
+        text = "".join(
+            c["choices"][0]["delta"].get("content", "") for c in chunks[2:-1] if c["choices"][0]["index"] == i
+        )
+        assert text == " 3 4 5 6"
+    assert chunks[-1]["usage"]["prompt_tokens"] == 4 and chunks[-1]["usage"]["completion_tokens"] == 8
+
+
+def test_n_choices_of_several_prompts_are_numbered_prompt_by_prompt(http):
+    body = http.post("/v1/completions", json=completion(prompt=["one", "one two"], n=2, best_of=2)).json()
+    assert [(c["index"], c["text"]) for c in body["choices"]] == [
+        (0, " 1 2 3 4"),
+        (1, " 1 2 3 4"),
+        (2, " 2 3 4 5"),
+        (3, " 2 3 4 5"),
+    ]
+    assert body["usage"]["prompt_tokens"] == 2 + 3
+    check_openai_error(http.post("/v1/completions", json=completion(n=2, best_of=3)), 400, param="best_of")
+
+
 def test_token_id_prompts(http):
     assert http.post("/v1/completions", json=completion(prompt=[2, 5, 5])).json()["choices"][0]["text"] == " 2 3 4 5"
     check_openai_error(http.post("/v1/completions", json=completion(prompt=[2, 999])), 400, param="prompt")
@@ -126,7 +160,7 @@ def test_token_id_prompts(http):
 ERRORS = {
     "unknown model": (chat(model="gpt-4o"), 404, "model"),
     "temperature above 2": (chat(temperature=3), 400, "temperature"),
-    "n above 1": (chat(n=2), 400, "n"),
+    "n above --max-n": (chat(n=9), 400, "n"),
     "tools": (chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
     "too many stop strings": (chat(stop=["x"] * 17), 400, "stop"),
     "prompt over the context": (chat(max_tokens=100), 400, "max_tokens"),

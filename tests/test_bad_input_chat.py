@@ -70,7 +70,7 @@ NUMBERS = [
     case("seed a word", {"seed": "forty-two"}, "seed"),
     case("n 0", {"n": 0}, "n"),
     case("n above 128", {"n": 129}, "n"),
-    case("n 2 is not supported", {"n": 2}, "n"),
+    case("n above --max-n", {"n": 9}, "n"),
     case("top_logprobs negative", {"top_logprobs": -1}, "top_logprobs"),
     case("top_logprobs above 20", {"top_logprobs": 21}, "top_logprobs"),
     case("logit_bias value above 100", {"logit_bias": {"42": 101}}, "logit_bias"),

@@ -126,3 +126,16 @@ def test_bf16_batch_matches_alone_over_the_first_32_tokens(gemma_dir):
     while len(decoder):
         decoder.step()
     assert [seq.tokens for seq in seqs] == expected
+
+
+def test_n_sequences_of_one_prompt_share_its_prefill_and_decode_as_alone(fp32_runner):
+    runner, decoder = fp32_runner, fp32_runner.decoder
+    under_way = decoder.insert(runner.encode_text(PROMPTS[0]), greedy(NEW_TOKENS))
+    decoder.step()  # the n rows join a batch already under way
+    forked = decoder.fork(runner.encode_text(PROMPTS[3]), greedy(NEW_TOKENS), 3)  # past the sliding window
+    assert len(decoder.step()) == 3 + 1 + 3  # three first tokens from one prefill, then a step for all four rows
+    while len(decoder):
+        decoder.step()
+    expected = alone(runner, PROMPTS[3])
+    assert [seq.tokens for seq in forked] == [expected] * 3
+    assert under_way.tokens == alone(runner, PROMPTS[0])

@@ -23,7 +23,7 @@ def chat(**kw) -> dict:
 
 
 CHAT = {
-    "n above 1": (chat(n=2), "n"),
+    "n above --max-n": (chat(n=9), "n"),
     "temperature out of range": (chat(temperature=5), "temperature"),
     "a field of the wrong type": (chat(max_tokens="many"), "max_tokens"),
     "tools": (chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),

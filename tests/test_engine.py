@@ -174,6 +174,9 @@ class FakeDecoder:
     def __len__(self):
         return len(self.seqs)
 
+    def fork(self, prompt, params, n, cancelled):
+        return [self.insert(prompt, params, cancelled) for _ in range(n)]
+
     def insert(self, prompt, params, cancelled):
         if prompt < 0:
             raise ValueError("a bad prompt")

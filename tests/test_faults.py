@@ -32,11 +32,11 @@ class FaultyDecoder(Decoder):
     """The real decoder, except that a decode step holding an OOM_IN_BATCH sequence runs out of memory, and a
     MIDSTREAM_FAIL sequence's output stage breaks at its fourth token."""
 
-    def insert(self, prompt, params, cancelled=lambda: False):
-        seq = super().insert(prompt, params, cancelled)
-        if params.max_tokens == MIDSTREAM_FAIL:
+    def fork(self, prompt, params, n, cancelled=lambda: False):
+        seqs = super().fork(prompt, params, n, cancelled)
+        for seq in seqs if params.max_tokens == MIDSTREAM_FAIL else ():
             seq.pipeline = replace(seq.pipeline, outputs=(*seq.pipeline.outputs, BreaksAtFourth()))
-        return seq
+        return seqs
 
     def _forward(self, input_ids, cache, **inputs):
         import torch

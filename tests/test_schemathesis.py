@@ -72,8 +72,8 @@ class CappedDecoder:
     def __len__(self):
         return len(self.inner)
 
-    def insert(self, prompt, params, cancelled=lambda: False):
-        return self.inner.insert(prompt, _capped(params), cancelled)
+    def fork(self, prompt, params, n, cancelled=lambda: False):
+        return self.inner.fork(prompt, _capped(params), n, cancelled)
 
 
 def _capped(params):

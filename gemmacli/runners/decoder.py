@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -111,13 +111,24 @@ class Decoder:
 
     def insert(self, prompt: Prompt, params: GenParams = GenParams(), cancelled: Callable[[], bool] = never) -> Seq:
         """Queue `prompt`; its prefill runs at the next step. Bad parameters and over-long prompts raise here."""
+        return self.fork(prompt, params, 1, cancelled)[0]
+
+    def fork(self, prompt: Prompt, params: GenParams, n: int, cancelled: Callable[[], bool] = never) -> list[Seq]:
+        """`n` sequences of one prompt (OpenAI's n): prefilled once, they share the prompt's KV cache and then
+        decode as rows of their own. With a seed, sequence i samples with seed + i: reproducible, and distinct."""
         self._check_context(prompt, params.max_tokens)  # the caller's own max_tokens; defaults only clamp
         params = params.with_defaults(self.defaults, GLOBAL_GEN_DEFAULTS)
-        pipeline = Pipeline.build(params, prompt.input_ids[0], self.tokenizer, self.vocab_size, self.device)
         room = self.context_length - prompt.length
-        seq = Seq(prompt, pipeline, min(params.max_tokens or room, room), self.eos_ids, cancelled)
-        self.pending.append(seq)
-        return seq
+        max_new_tokens = min(params.max_tokens or room, room)
+        seqs = [
+            Seq(prompt, self._pipeline(prompt, _nth(params, i)), max_new_tokens, self.eos_ids, cancelled)
+            for i in range(n)
+        ]
+        self.pending += seqs
+        return seqs
+
+    def _pipeline(self, prompt: Prompt, params: GenParams) -> Pipeline:
+        return Pipeline.build(params, prompt.input_ids[0], self.tokenizer, self.vocab_size, self.device)
 
     def cancel(self, seq: Seq) -> None:
         """End `seq` now (finish reason "cancelled"); its final delta comes with the next step."""
@@ -155,8 +166,8 @@ class Decoder:
         ended, self._ended = self._ended, []
         yield from ((seq, [delta]) for seq, delta in ended)
         queued, self.pending = self.pending, []
-        for seq in queued:
-            yield seq, self._prefill(seq)
+        for group in _by_prompt(queued):
+            yield from self._prefill(group)
 
     def close(self) -> None:
         """Forget every sequence, the cache and the model (being unloaded): whoever still holds the decoder
@@ -169,23 +180,30 @@ class Decoder:
 
     # -- the model
 
-    def _prefill(self, seq: Seq) -> list[Delta]:
-        """The prompt alone, (1, T), into a fresh cache; then the sequence joins the running rows."""
-        prompt, cache = seq.prompt, appending_cache(self.model.config)
+    def _prefill(self, group: list[Seq]) -> Iterator[tuple[Seq, list[Delta]]]:
+        """The prompt alone, (1, T), into a fresh cache, once for the sequences of `group` (one prompt's n); each
+        takes its first token from the same logits, then those that go on join the running rows, the cache
+        copied once per row."""
+        prompt, cache = group[0].prompt, appending_cache(self.model.config)
         positions = torch.arange(prompt.length, device=prompt.input_ids.device).unsqueeze(0)
         try:
             # logits_to_keep: the 262k-vocabulary projection only where we sample
             out = self._forward(
                 prompt.input_ids, cache, position_ids=positions, logits_to_keep=1, **prompt.extra_inputs
             )
-            deltas = seq.accept(seq.pipeline.choose(out.logits[0, -1].float()))
-        except Exception as exc:  # this sequence's failure alone (out of memory on a long prompt...)
-            seq.error = exc
-            return []
-        if not seq.done:
-            self.rows.join(cache, prompt.length, prompt.input_ids.device)
-            self.running.append(seq)
-        return deltas
+        except Exception as exc:  # this prompt's failure alone (out of memory on a long prompt...)
+            for seq in group:
+                seq.error = exc
+                yield seq, []
+            return
+        logits = out.logits[0, -1].float()  # (V,)
+        argmax = int(logits.argmax()) if any(seq.pipeline.plain_greedy for seq in group) else None
+        results = [(seq, self._advance(seq, logits, argmax)) for seq in group]
+        going = [seq for seq in group if not seq.done]
+        if going:
+            self.rows.join(cache, prompt.length, prompt.input_ids.device, copies=len(going))
+            self.running += going
+        yield from results
 
     def _decode(self) -> list[tuple[Seq, list[Delta]]]:
         """One forward pass over every running sequence's last token, (B, 1), then each one's own stages."""
@@ -238,3 +256,19 @@ class Decoder:
                 f"{asked}{wanted}; shorten the prompt or lower max_tokens",
                 param="max_tokens" if max_tokens and prompt.length < self.context_length else "messages",
             )
+
+
+def _nth(params: GenParams, i: int) -> GenParams:
+    """The parameters of a prompt's i-th sequence: its own seed, so that n seeded choices differ."""
+    return params if params.seed is None or i == 0 else replace(params, seed=params.seed + i)
+
+
+def _by_prompt(seqs: list[Seq]) -> list[list[Seq]]:
+    """Queued sequences in groups that share one prompt (a fork's n), each group prefilled once."""
+    groups: list[list[Seq]] = []
+    for seq in seqs:
+        if groups and groups[-1][0].prompt is seq.prompt:
+            groups[-1].append(seq)
+        else:
+            groups.append([seq])
+    return groups

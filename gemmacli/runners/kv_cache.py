@@ -108,10 +108,15 @@ class BatchCache:
         self.mask: torch.Tensor | None = None  # (B, T): 1 on real positions, 0 on padding
         self.next_position: torch.Tensor | None = None  # (B, 1)
 
-    def join(self, cache: DynamicCache, length: int, device: torch.device) -> None:
-        """Add one row: `cache` holds a prompt of `length` positions, prefilled alone."""
-        mask = torch.ones((1, length), dtype=torch.long, device=device)
-        position = torch.tensor([[length]], device=device)
+    def join(self, cache: DynamicCache, length: int, device: torch.device, copies: int = 1) -> None:
+        """Add `copies` rows that all hold `cache`: a prompt of `length` positions, prefilled alone (once for
+        the n sequences of one prompt)."""
+        if copies > 1:
+            for layer in cache.layers:
+                layer.keys = layer.keys.repeat(copies, 1, 1, 1)  # (n, H, T, D)
+                layer.values = layer.values.repeat(copies, 1, 1, 1)
+        mask = torch.ones((copies, length), dtype=torch.long, device=device)
+        position = torch.full((copies, 1), length, device=device)
         if self.cache is None:
             self.cache = cache
             self.mask = mask

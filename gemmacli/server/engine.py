@@ -30,7 +30,7 @@ Work = Callable[[Callable[[], bool]], Any]  # gets an is-cancelled check; return
 class Decoder(Protocol):
     """What the engine needs of a chat runner's decoder (gemmacli.runners.decoder.Decoder)."""
 
-    def insert(self, prompt: Any, params: GenParams, cancelled: Callable[[], bool]) -> Any: ...
+    def fork(self, prompt: Any, params: GenParams, n: int, cancelled: Callable[[], bool]) -> list[Any]: ...
     def advance(self) -> Iterator[tuple[Any, list[Delta]]]: ...
     def cancel(self, seq: Any) -> None: ...
     def __len__(self) -> int: ...
@@ -149,14 +149,16 @@ class Engine:
         decoder: Decoder,
         prompts: Callable[[], Sequence[Any]],
         params: GenParams,
+        n: int = 1,
         timeout: float | None = None,
     ) -> AsyncIterator[tuple[int, Delta]]:
-        """(choice index, delta) pairs of `prompts` decoding in `decoder`, beside its other sequences.
+        """(choice index, delta) pairs of `prompts` decoding in `decoder`, beside its other sequences: `n` choices
+        per prompt, prompt i's j-th being choice i * n + j, as OpenAI numbers them.
 
         `prompts` runs on the inference thread (tokenizers live there); every prompt is inserted before any
         decodes, so a bad one fails the request before it produces anything.
         """
-        return self.stream(lambda cancelled: _insert(decoder, prompts(), params, cancelled), timeout)
+        return self.stream(lambda cancelled: _insert(decoder, prompts(), params, n, cancelled), timeout)
 
     async def call(self, fn: Callable[[], Any], timeout: float | None = None, *, admit: bool = True) -> Any:
         """Run `fn()` on the inference thread and return its result."""
@@ -289,12 +291,14 @@ class Engine:
         self._on_change(len(self._active), self._waiting)
 
 
-def _insert(decoder: Decoder, prompts: Sequence[Any], params: GenParams, cancelled: Callable[[], bool]) -> Generation:
-    """Every prompt into `decoder`, or none: one that fails takes the ones inserted before it out again."""
+def _insert(
+    decoder: Decoder, prompts: Sequence[Any], params: GenParams, n: int, cancelled: Callable[[], bool]
+) -> Generation:
+    """Every prompt into `decoder`, n times each, or none: one that fails takes the ones inserted before it out."""
     seqs = []
     try:
         for prompt in prompts:
-            seqs.append(decoder.insert(prompt, params, cancelled))
+            seqs += decoder.fork(prompt, params, n, cancelled)
     except BaseException:
         for seq in seqs:
             decoder.cancel(seq)

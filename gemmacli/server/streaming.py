@@ -42,8 +42,9 @@ class Chunks(Protocol):
 class Run:
     """A generation on the engine whose first delta has arrived.
 
-    Several choices (several prompts) decode together, so their deltas interleave; each delta comes with
-    its choice's index, and each choice ends with the delta that carries its finish_reason and usage.
+    Several choices (several prompts, n per prompt) decode together, so their deltas interleave; each delta
+    comes with its choice's index, and each choice ends with the delta that carries its finish_reason and usage.
+    The n choices of a prompt share it: its tokens count once.
     """
 
     def __init__(
@@ -55,11 +56,13 @@ class Run:
         first: tuple[int, Delta],
         started: float,
         choices: int,
+        n: int = 1,
     ):
         self.metrics = services.metrics
         self.model = model
         self.endpoint = endpoint
         self.choices = choices
+        self.n = n
         self._rest = rest
         self._first = first
         self._started = started
@@ -73,7 +76,7 @@ class Run:
         try:
             while True:
                 index, delta = pair
-                counted[index] += self._count(delta, counted[index])
+                counted[index] += self._count(delta, counted[index], first_of_prompt=index % self.n == 0)
                 yield pair
                 try:
                     pair = await anext(self._rest)
@@ -85,14 +88,15 @@ class Run:
         finally:
             await self._rest.aclose()
 
-    def _count(self, delta: Delta, counted: int) -> int:
+    def _count(self, delta: Delta, counted: int, first_of_prompt: bool) -> int:
         """Count tokens as they stream (so /metrics shows a generation live, and where it stopped); the
         final delta tops the choice up to the runner's exact count (held-back tokens carry no delta)."""
         tokens = len(delta.token_ids)
         if delta.usage is not None:
             tokens = max(tokens, delta.usage.completion_tokens - counted)
-            self.metrics.prompt_tokens.labels(self.model).inc(delta.usage.prompt_tokens)
-            self.usage = _add(self.usage, delta.usage)
+            usage = delta.usage if first_of_prompt else Usage(0, delta.usage.completion_tokens)
+            self.metrics.prompt_tokens.labels(self.model).inc(usage.prompt_tokens)
+            self.usage = _add(self.usage, usage)
         self.metrics.generation_tokens.labels(self.model).inc(tokens)
         return tokens
 
@@ -128,10 +132,11 @@ async def start(
     prompts: Callable[[], Sequence[Any]],
     params: GenParams,
     receive: Receive | None = None,
+    n: int = 1,
 ) -> Run:
-    """Decode `prompts` (encoded on the inference thread) in the decoder of `model`'s runner, beside its other
-    requests, and wait for the first delta (see the error contract above). A client that hangs up while its
-    request waits or prefills is noticed through `receive`."""
+    """Decode `prompts` (encoded on the inference thread), `n` choices each, in the decoder of `model`'s runner,
+    beside its other requests, and wait for the first delta (see the error contract above). A client that hangs
+    up while its request waits or prefills is noticed through `receive`."""
     started, encoded = time.perf_counter(), []
 
     def encode() -> Sequence[Any]:
@@ -139,7 +144,7 @@ async def start(
         return encoded
 
     decoder = model.runner.decoder
-    rest = services.engine.generate(decoder, encode, params, timeout=services.settings.request_timeout)
+    rest = services.engine.generate(decoder, encode, params, n, timeout=services.settings.request_timeout)
 
     async def first() -> tuple[int, Delta]:
         try:
@@ -148,7 +153,7 @@ async def start(
             raise EngineStopped("the generation ended without a result") from None
 
     pair = await _unless_hangup(first(), receive)
-    return Run(services, model.id, endpoint, rest, pair, started, len(encoded))
+    return Run(services, model.id, endpoint, rest, pair, started, len(encoded) * n, n)
 
 
 def sse(run: Run, chunks: Chunks, request: Request) -> Stream:

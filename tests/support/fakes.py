@@ -10,7 +10,7 @@ fast suite, on the same decoder protocol the engine drives for real models.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 import torch
@@ -88,13 +88,16 @@ class FakeDecoder(Decoder):
         self.running = []
         self._ended = []
         self.steps: list[int] = []  # sequences decoded at each decode step, to see requests share steps
+        self.prefills: list[int] = []  # sequences of each prefill (a prompt's n share one)
         self.delay = delay  # seconds each decode step takes, as a real model's would
 
-    def _prefill(self, seq: Seq) -> list[Delta]:
-        deltas = self._advance(seq, *_script(seq))
-        if not seq.done:
-            self.running.append(seq)
-        return deltas
+    def _prefill(self, group: list[Seq]) -> Iterator[tuple[Seq, list[Delta]]]:
+        self.prefills.append(len(group))
+        for seq in group:
+            deltas = self._advance(seq, *_script(seq))
+            if not seq.done:
+                self.running.append(seq)
+            yield seq, deltas
 
     def _decode(self) -> list[tuple[Seq, list[Delta]]]:
         rows = self.running

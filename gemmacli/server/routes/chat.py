@@ -26,11 +26,11 @@ async def chat_completions(data: ChatCompletionRequest, services: Services, requ
     runner = model.runner
     # The chat template runs on the inference thread: tokenizers and processors are only ever touched there.
     prompts = lambda: [runner.encode_chat(messages)]  # noqa: E731
-    run = await streaming.start(services, model, ENDPOINT, prompts, params, request.receive)
+    run = await streaming.start(services, model, ENDPOINT, prompts, params, request.receive, n=data.choices)
     if data.stream:
-        return streaming.sse(run, ChatChunks(model.id, data.include_usage), request)
-    (completion,) = await run.collect(request.receive)
-    return Response(ChatCompletion.build(model.id, completion))
+        return streaming.sse(run, ChatChunks(model.id, data.include_usage, data.choices), request)
+    completions = await run.collect(request.receive)
+    return Response(ChatCompletion.build(model.id, completions, run.usage))
 
 
 async def _messages(data: ChatCompletionRequest, services: Services) -> list[Message]:

@@ -26,7 +26,7 @@ async def completions(data: CompletionRequest, services: Services, request: Requ
     runner = model.runner
     prompts = lambda: [encode(runner, text) for text in texts]  # noqa: E731  (on the inference thread)
     try:
-        run = await streaming.start(services, model, ENDPOINT, prompts, params, request.receive)
+        run = await streaming.start(services, model, ENDPOINT, prompts, params, request.receive, n=data.choices)
     except InvalidParamError as exc:
         exc.param = "prompt" if exc.param == "messages" else exc.param  # the decoder speaks of chat messages
         raise

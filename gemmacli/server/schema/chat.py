@@ -220,11 +220,12 @@ class ChatCompletion(Struct, kw_only=True):
     system_fingerprint: None = None
 
     @classmethod
-    def build(cls, model: str, completion: Completion) -> ChatCompletion:
-        choice = ChatChoice(0, AssistantMessage(content=completion.text), finish_reason(completion.finish_reason))
-        return cls(
-            id=new_id("chatcmpl"), created=now(), model=model, choices=[choice], usage=wire_usage(completion.usage)
-        )
+    def build(cls, model: str, completions: list[Completion], usage: NeutralUsage) -> ChatCompletion:
+        choices = [
+            ChatChoice(i, AssistantMessage(content=c.text), finish_reason(c.finish_reason))
+            for i, c in enumerate(completions)
+        ]
+        return cls(id=new_id("chatcmpl"), created=now(), model=model, choices=choices, usage=wire_usage(usage))
 
 
 class ChunkDelta(Struct):
@@ -252,7 +253,8 @@ class ChatCompletionChunk(Struct, kw_only=True):
 class ChatChunks:
     """Turns deltas into OpenAI's chunk sequence; all chunks share one id and created time."""
 
-    def __init__(self, model: str, include_usage: bool):
+    def __init__(self, model: str, include_usage: bool, choices: int = 1):
+        self.choices = choices
         self.id = new_id("chatcmpl")
         self.created = now()
         self.model = model
@@ -268,7 +270,8 @@ class ChatChunks:
         )
 
     def opening(self) -> list[ChatCompletionChunk]:
-        return [self._chunk([ChunkChoice(0, ChunkDelta(role="assistant", content=""))])]
+        """The role first, for every choice, as OpenAI sends it."""
+        return [self._chunk([ChunkChoice(i, ChunkDelta(role="assistant", content=""))]) for i in range(self.choices)]
 
     def on_delta(self, index: int, delta: Delta) -> list[ChatCompletionChunk]:
         chunks = [self._chunk([ChunkChoice(index, ChunkDelta(content=delta.text))])] if delta.text else []

@@ -72,11 +72,11 @@ class GenerationRequest(Struct, kw_only=True):
 
     def check(self) -> None:
         """Refuse, by name, every field set to something we would otherwise silently not honour."""
-        if self.n not in (None, 1):
-            unsupported("n", "only n=1 is supported; send several requests for several choices")
 
     def check_limits(self, limits: RequestLimits) -> TextBudget:
         """The server's configured limits; returns the text budget so subclasses add their own texts to it."""
+        if self.choices > limits.max_n:
+            unsupported("n", f"n is {self.n}; this server gives at most {limits.max_n} choices per prompt (--max-n)")
         check_stop(self.stop, limits)
         return TextBudget(limits)
 
@@ -96,6 +96,11 @@ class GenerationRequest(Struct, kw_only=True):
             seed=self.seed,
             logit_bias=tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items()),
         )
+
+    @property
+    def choices(self) -> int:
+        """Choices per prompt (OpenAI's n)."""
+        return self.n or 1
 
     @property
     def include_usage(self) -> bool:
@@ -146,8 +151,8 @@ class CompletionRequest(GenerationRequest, kw_only=True):
             unsupported("echo", "echo=true is not supported")
         if self.suffix:
             unsupported("suffix", "suffix (fill in the middle) is not supported")
-        if self.best_of not in (None, 1):
-            unsupported("best_of", "only best_of=1 is supported")
+        if self.best_of not in (None, self.choices):
+            unsupported("best_of", "best_of must equal n: choosing the best of more candidates is not supported")
         if self.logprobs is not None:
             unsupported("logprobs", "logprobs are not supported")
 

@@ -68,6 +68,7 @@ class GenParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, value added to its logit), OpenAI's logit_bias
+    logprobs: int | None = None  # record each token's logprob and this many likeliest alternatives; None = off
 
     def with_defaults(self, *defaults: GenParams) -> GenParams:
         """Fill every unset field from the first of `defaults` that sets it (request > model > global)."""
@@ -107,13 +108,27 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A token and its log-probability: the log-softmax of the model's raw logits at its position, before any
+    sampling transform (penalties, bias, temperature), as vLLM reports them; `top`: the likeliest tokens there."""
+
+    token_id: int
+    text: str
+    bytes: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class Delta:
-    """One streamed piece of a generation; the last one carries `finish_reason` and `usage`."""
+    """One streamed piece of a generation; the last one carries `finish_reason` and `usage`. `logprobs` covers
+    the tokens since the previous delta (a token whose text was held back comes with the next one)."""
 
     text: str
     token_ids: tuple[int, ...] = ()
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,7 @@ class Completion:
     token_ids: tuple[int, ...]
     finish_reason: FinishReason
     usage: Usage
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)

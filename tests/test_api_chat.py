@@ -174,6 +174,21 @@ def test_n_seeded_choices_are_reproducible_and_distinct(openai_client):
     assert first.usage.prompt_tokens == single.usage.prompt_tokens  # the shared prompt counts once
 
 
+def test_logprobs_through_the_official_client(openai_client):
+    r = openai_client.chat.completions.create(
+        model=MODEL, messages=USER, temperature=0, max_tokens=6, logprobs=True, top_logprobs=2
+    )
+    content = r.choices[0].logprobs.content
+    assert "".join(e.token for e in content) == r.choices[0].message.content and len(content) >= 1
+    assert all(e.top_logprobs[0].token == e.token and e.logprob <= 0 for e in content)  # greedy: the top one
+    c = openai_client.completions.create(
+        model=MODEL, prompt="Monday, Tuesday,", max_tokens=4, temperature=0, logprobs=1
+    )
+    logprobs = c.choices[0].logprobs
+    assert "".join(logprobs.tokens) == c.choices[0].text and len(logprobs.token_logprobs) == 4
+    assert logprobs.text_offset[0] == 0 and [list(t) for t in logprobs.top_logprobs] == [[t] for t in logprobs.tokens]
+
+
 def test_max_completion_tokens_wins_over_max_tokens(openai_client):
     r = openai_client.chat.completions.create(
         model=MODEL, messages=USER, temperature=0, max_tokens=9, max_completion_tokens=2
@@ -249,7 +264,7 @@ ERRORS = {
     "temperature below 0": (_chat(temperature=-1), 400, "temperature"),
     "top_p above 1": (_chat(top_p=1.5), 400, "top_p"),
     "n above --max-n": (_chat(n=9), 400, "n"),
-    "logprobs": (_chat(logprobs=True), 400, "logprobs"),
+    "top_logprobs without logprobs": (_chat(top_logprobs=2), 400, "top_logprobs"),
     "tools": (_chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
     "json mode": (_chat(response_format={"type": "json_object"}), 400, "response_format"),
     "logit_bias token outside the vocabulary": (_chat(logit_bias={"999999999": 5}), 400, "logit_bias"),

@@ -205,3 +205,50 @@ def test_a_full_queue_is_a_429_before_anything_runs():
         next(busy.iter_lines())
         r = client.post("/v1/completions", json=completion())
         assert check_openai_error(r, 429)["code"] == "rate_limit_exceeded" and int(r.headers["retry-after"]) >= 1
+
+
+def test_chat_logprobs_cover_every_token(http):
+    body = http.post("/v1/chat/completions", json=chat(logprobs=True, top_logprobs=2)).json()
+    (choice,) = body["choices"]
+    content = choice["logprobs"]["content"]
+    assert "".join(e["token"] for e in content) == choice["message"]["content"] == " 3 4 5 6"
+    for entry in content:
+        assert entry["bytes"] == list(entry["token"].encode()) and -1e-3 < entry["logprob"] <= 0
+        first, second = entry["top_logprobs"]
+        assert first["token"] == entry["token"] and second["logprob"] == pytest.approx(-100, abs=0.1)  # the script
+
+
+def test_streamed_chat_logprobs_ride_on_their_chunks(http):
+    r = http.post("/v1/chat/completions", json=chat(logprobs=True, stream=True))
+    chunks = [json.loads(e) for e in sse_events(r.content)[:-1]]
+    content = [c["choices"][0] for c in chunks if c["choices"][0]["delta"].get("content")]
+    assert [c["delta"]["content"] for c in content] == [" 3", " 4", " 5", " 6"]
+    assert [[e["token"] for e in c["logprobs"]["content"]] for c in content] == [[" 3"], [" 4"], [" 5"], [" 6"]]
+    assert all(c["logprobs"]["content"][0]["top_logprobs"] == [] for c in content)
+    assert chunks[0]["choices"][0]["logprobs"] is None  # the role chunk
+
+
+def test_completion_logprobs_in_the_legacy_shape(http):
+    body = http.post("/v1/completions", json=completion(logprobs=1)).json()
+    logprobs = body["choices"][0]["logprobs"]
+    assert logprobs["tokens"] == [" 3", " 4", " 5", " 6"] and logprobs["text_offset"] == [0, 2, 4, 6]
+    assert all(-1e-3 < lp <= 0 for lp in logprobs["token_logprobs"])
+    assert [list(top) for top in logprobs["top_logprobs"]] == [[" 3"], [" 4"], [" 5"], [" 6"]]
+    r = http.post("/v1/completions", json=completion(logprobs=0, stream=True))
+    chunks = [json.loads(e)["choices"][0]["logprobs"] for e in sse_events(r.content)[:-1]]
+    assert [o for c in chunks for o in c["text_offset"]] == [0, 2, 4, 6]  # offsets go on across chunks
+    unasked = http.post("/v1/completions", json=completion()).json()
+    assert unasked["choices"][0]["logprobs"] is None
+
+
+LOGPROB_ERRORS = {
+    "top_logprobs without logprobs": ("/v1/chat/completions", chat(top_logprobs=2), "top_logprobs"),
+    "top_logprobs above 20": ("/v1/chat/completions", chat(logprobs=True, top_logprobs=21), "top_logprobs"),
+    "completion logprobs above 5": ("/v1/completions", completion(logprobs=6), "logprobs"),
+    "echo": ("/v1/completions", completion(echo=True, logprobs=1), "echo"),
+}
+
+
+@pytest.mark.parametrize("path,body,param", LOGPROB_ERRORS.values(), ids=LOGPROB_ERRORS.keys())
+def test_bad_logprobs_fields_name_the_field(http, path, body, param):
+    check_openai_error(http.post(path, json=body), 400, param=param)

@@ -8,6 +8,7 @@ the very decoder the CLI, the server and the benchmark drive.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from gemmacli.device import Placement
 from gemmacli.types import GenParams
@@ -139,3 +140,20 @@ def test_n_sequences_of_one_prompt_share_its_prefill_and_decode_as_alone(fp32_ru
     expected = alone(runner, PROMPTS[3])
     assert [seq.tokens for seq in forked] == [expected] * 3
     assert under_way.tokens == alone(runner, PROMPTS[0])
+
+
+def test_logprobs_are_the_models_log_softmax_from_the_same_pass(fp32_runner):
+    """Each recorded logprob is the log-softmax of the raw logits at its position (checked against one forward
+    pass over prompt and output), and its top entries are that position's likeliest tokens."""
+    runner = fp32_runner
+    prompt = runner.encode_text(PROMPTS[1])
+    params = GenParams(temperature=0.8, seed=3, top_k=40, frequency_penalty=0.5, max_tokens=6, logprobs=3)
+    result = runner.complete_text(PROMPTS[1], params)
+    ids = torch.cat([prompt.input_ids, torch.tensor([result.token_ids])], dim=1)  # (1, T + 6)
+    with torch.inference_mode():
+        expected = torch.log_softmax(runner.model(ids).logits[0, prompt.length - 1 : -1].float(), dim=-1)  # (6, V)
+    assert [e.token_id for e in result.logprobs] == list(result.token_ids) and len(result.logprobs) == 6
+    for row, entry in zip(expected, result.logprobs, strict=True):
+        assert entry.logprob == pytest.approx(float(row[entry.token_id]), abs=1e-3)
+        assert [t.token_id for t in entry.top] == row.topk(3).indices.tolist()
+        assert entry.text == runner.tokenizer.decode([entry.token_id]) and entry.bytes == entry.text.encode()

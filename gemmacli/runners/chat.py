@@ -192,12 +192,13 @@ class ChatRunner:
 
 def collect(deltas: Iterator[Delta]) -> Completion:
     """Join a stream into one Completion."""
-    parts, ids = [], []
+    parts, ids, logprobs = [], [], []
     for d in deltas:
         parts.append(d.text)
         ids.extend(d.token_ids)
+        logprobs.extend(d.logprobs)
         if d.finish_reason is not None:
-            return Completion("".join(parts), tuple(ids), d.finish_reason, d.usage)
+            return Completion("".join(parts), tuple(ids), d.finish_reason, d.usage, tuple(logprobs))
     raise GemmacliError("generation ended without a final delta")
 
 

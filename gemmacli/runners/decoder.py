@@ -65,9 +65,11 @@ class Seq:
         self.tokens.append(token)
         self.pipeline.accept(token)
         if token in self.eos_ids:
+            if self.pipeline.logprobs is not None:
+                self.pipeline.logprobs.recorded.pop()  # the end of sequence is no token of the text
             return [self.finish("stop")]
         piece, stopped = self.pipeline.text(token)
-        deltas = [Delta(piece, (token,))] if piece else []
+        deltas = [Delta(piece, (token,), logprobs=self.pipeline.take_logprobs())] if piece else []
         if stopped:
             deltas.append(self.finish("stop"))
         elif len(self.tokens) >= self.max_new_tokens:
@@ -79,7 +81,7 @@ class Seq:
         that only began before an end of sequence is text after all), the reason and the usage."""
         self.finish_reason = reason
         usage = Usage(self.prompt.length, len(self.tokens), self.prompt.image_tokens)
-        return Delta(self.pipeline.flush(), (), reason, usage)
+        return Delta(self.pipeline.flush(), (), reason, usage, self.pipeline.take_logprobs())
 
 
 class Decoder:

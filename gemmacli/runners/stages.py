@@ -10,6 +10,7 @@ lists them, a line each, so a new stage (a grammar mask, a tool-call parser) is 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,7 +20,7 @@ import torch
 from gemmacli.errors import InvalidParamError
 from gemmacli.runners.sampling import Sampler, SamplingConfig
 from gemmacli.runners.text_stream import IncrementalDecoder, StopMatcher
-from gemmacli.types import GenParams
+from gemmacli.types import GenParams, TokenLogprob
 
 
 class LogitsStage(Protocol):
@@ -86,6 +87,40 @@ class LogitBias:
         pass
 
 
+class Logprobs:
+    """The sampler's record: each chosen token's logprob under the raw logits, with the `top` likeliest tokens."""
+
+    def __init__(self, top: int, tokenizer):
+        self.top, self.tokenizer = top, tokenizer
+        self.recorded: list[TokenLogprob] = []
+
+    @classmethod
+    def build(cls, top: int | None, tokenizer) -> Logprobs | None:
+        return None if top is None else cls(top, tokenizer)
+
+    def record(self, raw: torch.Tensor, token: int) -> None:
+        """`raw`: the (V,) logits before any stage touched them, as the model gave them."""
+        logprobs = torch.log_softmax(raw, dim=-1)
+        values, ids = torch.topk(logprobs, self.top) if self.top else (logprobs[:0], logprobs[:0].long())
+        top = tuple(self._entry(i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True))
+        chosen = self._entry(token, float(logprobs[token]))
+        self.recorded.append(TokenLogprob(chosen.token_id, chosen.text, chosen.bytes, chosen.logprob, top))
+
+    def take(self) -> tuple[TokenLogprob, ...]:
+        taken, self.recorded = tuple(self.recorded), []
+        return taken
+
+    def _entry(self, token: int, logprob: float) -> TokenLogprob:
+        piece = self.tokenizer.convert_ids_to_tokens(token)
+        if match := _BYTE_TOKEN.fullmatch(piece):  # SentencePiece byte fallback: one raw byte
+            return TokenLogprob(token, piece, bytes([int(match.group(1), 16)]), logprob)
+        text = self.tokenizer.convert_tokens_to_string([piece])
+        return TokenLogprob(token, text, text.encode("utf-8"), logprob)
+
+
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """One sequence's stages, built from its request."""
@@ -94,6 +129,7 @@ class Pipeline:
     sampler: Sampler
     detokenizer: IncrementalDecoder
     outputs: tuple[OutputStage, ...]
+    logprobs: Logprobs | None = None
 
     @classmethod
     def build(cls, params: GenParams, prompt_ids: torch.Tensor, tokenizer, vocab_size: int, device) -> Pipeline:
@@ -107,18 +143,27 @@ class Pipeline:
             StopMatcher.build(params.stop),
         ]
         detokenizer = IncrementalDecoder(tokenizer, prompt_ids.tolist())
-        return cls(_present(logits), Sampler(config, device), detokenizer, _present(outputs))
+        sampler, recorder = Sampler(config, device), Logprobs.build(params.logprobs, tokenizer)
+        return cls(_present(logits), sampler, detokenizer, _present(outputs), recorder)
 
     @property
     def plain_greedy(self) -> bool:
-        """The argmax of the raw logits: what a batch computes for all such rows in one call."""
-        return self.sampler.config.greedy and not self.logits
+        """The argmax of the raw logits, nothing recorded: what a batch computes for all such rows in one call."""
+        return self.sampler.config.greedy and not self.logits and self.logprobs is None
 
     def choose(self, logits: torch.Tensor) -> int:
-        """(V,) float32 logits -> the token: every logits stage, then the sampler."""
+        """(V,) float32 logits -> the token: every logits stage, then the sampler (which records logprobs)."""
+        raw = logits
         for stage in self.logits:
             logits = stage(logits)
-        return self.sampler(logits)
+        token = self.sampler(logits)
+        if self.logprobs is not None:
+            self.logprobs.record(raw, token)
+        return token
+
+    def take_logprobs(self) -> tuple[TokenLogprob, ...]:
+        """The logprobs recorded since the last delta, for the next one."""
+        return self.logprobs.take() if self.logprobs is not None else ()
 
     def accept(self, token: int) -> None:
         for stage in self.logits:

@@ -64,6 +64,12 @@ class FakeTokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return "".join(VOCAB[i] for i in ids if not (skip_special_tokens and i < NUMBERS))
 
+    def convert_ids_to_tokens(self, token: int) -> str:
+        return VOCAB[token]
+
+    def convert_tokens_to_string(self, pieces: list[str]) -> str:
+        return "".join(pieces)
+
 
 class FakeDecoder(Decoder):
     """The real Decoder with the model replaced by the counting script (no KV cache, no forward pass)."""

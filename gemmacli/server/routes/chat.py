@@ -30,7 +30,7 @@ async def chat_completions(data: ChatCompletionRequest, services: Services, requ
     if data.stream:
         return streaming.sse(run, ChatChunks(model.id, data.include_usage, data.choices), request)
     completions = await run.collect(request.receive)
-    return Response(ChatCompletion.build(model.id, completions, run.usage))
+    return Response(ChatCompletion.build(model.id, completions, run.usage, logprobs=bool(data.logprobs)))
 
 
 async def _messages(data: ChatCompletionRequest, services: Services) -> list[Message]:

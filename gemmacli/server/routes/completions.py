@@ -31,9 +31,10 @@ async def completions(data: CompletionRequest, services: Services, request: Requ
         exc.param = "prompt" if exc.param == "messages" else exc.param  # the decoder speaks of chat messages
         raise
     if data.stream:
-        return streaming.sse(run, CompletionChunks(model.id, data.include_usage), request)
+        chunks = CompletionChunks(model.id, data.include_usage, logprobs=data.logprobs is not None)
+        return streaming.sse(run, chunks, request)
     choices = await run.collect(request.receive)
-    return Response(TextCompletion.build(model.id, choices, run.usage))
+    return Response(TextCompletion.build(model.id, choices, run.usage, logprobs=data.logprobs is not None))
 
 
 def encode(runner, prompt: TextPrompt):

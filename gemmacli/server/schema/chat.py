@@ -20,6 +20,7 @@ from gemmacli.server.schema.completions import (
     wire_usage,
 )
 from gemmacli.server.schema.limits import RequestLimits, TextBudget, check_count
+from gemmacli.server.schema.logprobs import ChatLogprobs
 from gemmacli.types import Completion, Delta, GenParams, Message, Part, TextPart
 from gemmacli.types import Usage as NeutralUsage
 
@@ -83,10 +84,8 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
 
     def check(self) -> None:
         super().check()
-        if self.logprobs:
-            unsupported("logprobs", "logprobs are not supported")
-        if self.top_logprobs:
-            unsupported("top_logprobs", "top_logprobs is not supported")
+        if self.top_logprobs is not None and not self.logprobs:
+            unsupported("top_logprobs", "top_logprobs needs logprobs: true")
         for name in ("tools", "functions"):
             if getattr(self, name):
                 unsupported(name, f"{name} (function calling) is not supported")
@@ -124,7 +123,8 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
     def to_params(self) -> GenParams:
         params = super().to_params()
         # max_completion_tokens is OpenAI's newer name; when a client sends both, it is the one it means.
-        return replace(params, max_tokens=self.max_completion_tokens or params.max_tokens)
+        max_tokens = self.max_completion_tokens or params.max_tokens
+        return replace(params, max_tokens=max_tokens, logprobs=(self.top_logprobs or 0) if self.logprobs else None)
 
     @property
     def has_media(self) -> bool:
@@ -207,7 +207,7 @@ class ChatChoice(Struct):
     index: int
     message: AssistantMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletion(Struct, kw_only=True):
@@ -220,9 +220,16 @@ class ChatCompletion(Struct, kw_only=True):
     system_fingerprint: None = None
 
     @classmethod
-    def build(cls, model: str, completions: list[Completion], usage: NeutralUsage) -> ChatCompletion:
+    def build(
+        cls, model: str, completions: list[Completion], usage: NeutralUsage, logprobs: bool = False
+    ) -> ChatCompletion:
         choices = [
-            ChatChoice(i, AssistantMessage(content=c.text), finish_reason(c.finish_reason))
+            ChatChoice(
+                i,
+                AssistantMessage(content=c.text),
+                finish_reason(c.finish_reason),
+                ChatLogprobs.build(c.logprobs) if logprobs else None,
+            )
             for i, c in enumerate(completions)
         ]
         return cls(id=new_id("chatcmpl"), created=now(), model=model, choices=choices, usage=wire_usage(usage))
@@ -237,7 +244,7 @@ class ChunkChoice(Struct):
     index: int
     delta: ChunkDelta
     finish_reason: str | None = None  # explicitly null until the last choice chunk
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionChunk(Struct, kw_only=True):
@@ -274,7 +281,9 @@ class ChatChunks:
         return [self._chunk([ChunkChoice(i, ChunkDelta(role="assistant", content=""))]) for i in range(self.choices)]
 
     def on_delta(self, index: int, delta: Delta) -> list[ChatCompletionChunk]:
-        chunks = [self._chunk([ChunkChoice(index, ChunkDelta(content=delta.text))])] if delta.text else []
+        logprobs = ChatLogprobs.build(delta.logprobs) if delta.logprobs else None
+        content = ChunkChoice(index, ChunkDelta(content=delta.text), logprobs=logprobs)
+        chunks = [self._chunk([content])] if delta.text or logprobs else []
         if delta.finish_reason is not None:
             # Like OpenAI, the finish reason rides on its own chunk with an empty delta.
             chunks.append(self._chunk([ChunkChoice(index, ChunkDelta(), finish_reason(delta.finish_reason))]))

@@ -7,6 +7,7 @@ ranges while decoding; what it cannot express (a field we do not implement) `che
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any, ClassVar
 
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -14,6 +15,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from gemmacli.errors import InvalidParamError
 from gemmacli.server.schema.common import Usage, new_id, now
 from gemmacli.server.schema.limits import RequestLimits, TextBudget, check_count, check_stop
+from gemmacli.server.schema.logprobs import CompletionLogprobs
 from gemmacli.types import Completion, Delta, FinishReason, GenParams
 from gemmacli.types import Usage as NeutralUsage
 
@@ -153,8 +155,9 @@ class CompletionRequest(GenerationRequest, kw_only=True):
             unsupported("suffix", "suffix (fill in the middle) is not supported")
         if self.best_of not in (None, self.choices):
             unsupported("best_of", "best_of must equal n: choosing the best of more candidates is not supported")
-        if self.logprobs is not None:
-            unsupported("logprobs", "logprobs are not supported")
+
+    def to_params(self) -> GenParams:
+        return replace(super().to_params(), logprobs=self.logprobs)
 
     def to_prompts(self) -> list[TextPrompt]:
         """The four shapes OpenAI accepts: a string, strings, token ids, lists of token ids."""
@@ -181,7 +184,7 @@ class CompletionChoice(Struct):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class TextCompletion(Struct, kw_only=True):
@@ -194,15 +197,24 @@ class TextCompletion(Struct, kw_only=True):
     system_fingerprint: None = None
 
     @classmethod
-    def build(cls, model: str, completions: list[Completion], usage: NeutralUsage) -> TextCompletion:
-        choices = [CompletionChoice(i, c.text, finish_reason(c.finish_reason)) for i, c in enumerate(completions)]
+    def build(
+        cls, model: str, completions: list[Completion], usage: NeutralUsage, logprobs: bool = False
+    ) -> TextCompletion:
+        choices = [
+            CompletionChoice(
+                i, c.text, finish_reason(c.finish_reason), CompletionLogprobs.build(c.logprobs) if logprobs else None
+            )
+            for i, c in enumerate(completions)
+        ]
         return cls(id=new_id("cmpl"), created=now(), model=model, choices=choices, usage=wire_usage(usage))
 
 
 class CompletionChunks:
     """Turns deltas into stream chunks; every chunk shares one id and created time, as OpenAI's do."""
 
-    def __init__(self, model: str, include_usage: bool):
+    def __init__(self, model: str, include_usage: bool, logprobs: bool = False):
+        self.logprobs = logprobs
+        self.offsets: dict[int, int] = {}  # characters each choice has streamed, for text_offset
         self.id = new_id("cmpl")
         self.created = now()
         self.model = model
@@ -221,10 +233,13 @@ class CompletionChunks:
         return []
 
     def on_delta(self, index: int, delta: Delta) -> list[TextCompletion]:
-        if delta.finish_reason is None:
-            return [self._chunk([CompletionChoice(index, delta.text, None)])]
+        logprobs = None
+        if self.logprobs:
+            logprobs = CompletionLogprobs.build(delta.logprobs, self.offsets.get(index, 0))
+            self.offsets[index] = self.offsets.get(index, 0) + sum(len(e.text) for e in delta.logprobs)
         # The last choice chunk carries the finish reason (and whatever text the stop matcher held back).
-        return [self._chunk([CompletionChoice(index, delta.text, finish_reason(delta.finish_reason))])]
+        choice = CompletionChoice(index, delta.text, finish_reason(delta.finish_reason), logprobs)
+        return [self._chunk([choice])]
 
     def closing(self, usage: NeutralUsage) -> list[TextCompletion]:
         return [self._chunk([], wire_usage(usage))] if self.include_usage else []

@@ -162,7 +162,7 @@ class Decoder:
             return list(self._prefill_queued())
 
     def _prefill_queued(self) -> Iterator[tuple[Seq, list[Delta]]]:
-        """Drop cancelled sequences (reporting their ends), then prefill the queued ones, each alone."""
+        """Drop cancelled sequences (reporting their ends), then prefill the queued ones, each prompt alone."""
         for seq in [s for s in (*self.pending, *self.running) if s.cancelled()]:
             self.cancel(seq)
         ended, self._ended = self._ended, []

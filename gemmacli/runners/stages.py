@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -103,8 +103,7 @@ class Logprobs:
         logprobs = torch.log_softmax(raw, dim=-1)
         values, ids = torch.topk(logprobs, self.top) if self.top else (logprobs[:0], logprobs[:0].long())
         top = tuple(self._entry(i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True))
-        chosen = self._entry(token, float(logprobs[token]))
-        self.recorded.append(TokenLogprob(chosen.token_id, chosen.text, chosen.bytes, chosen.logprob, top))
+        self.recorded.append(replace(self._entry(token, float(logprobs[token])), top=top))
 
     def take(self) -> tuple[TokenLogprob, ...]:
         taken, self.recorded = tuple(self.recorded), []

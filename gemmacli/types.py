@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 Task = Literal["chat", "embed", "transcribe"]  # the keys of gemmacli.runners.RUNNERS
-Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length", "cancelled"]
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,41 @@ Part = TextPart | ImagePart | AudioPart
 
 
 @dataclass(frozen=True)
+class Tool:
+    """A function the model may call. `parameters`: a JSON Schema object, as JSON text (so the type is frozen)."""
+
+    name: str
+    description: str = ""
+    parameters: str = '{"type": "object", "properties": {}}'
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON object, as text (OpenAI's shape)
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """The tools a request offers and how the model may use them."""
+
+    tools: tuple[Tool, ...]
+    choice: str = "auto"  # "auto" (call or answer), "required" (call one or more), or the one tool's name to call
+    parallel: bool = True  # several calls in one turn
+
+    @property
+    def constrained(self) -> bool:
+        """Whether the model must call: then decoding is constrained to calls that validate."""
+        return self.choice != "auto"
+
+
+@dataclass(frozen=True)
 class Message:
     role: Role
     content: str | tuple[Part, ...]
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
+    tool_call_id: str | None = None  # a tool turn: the call it answers
 
     @property
     def images(self) -> list[ImagePart]:
@@ -69,6 +101,7 @@ class GenParams:
     seed: int | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, value added to its logit), OpenAI's logit_bias
     logprobs: int | None = None  # record each token's logprob and this many likeliest alternatives; None = off
+    grammar: str | None = None  # what the output must match, in llguidance's syntax (runners/grammar.py builds it)
 
     def with_defaults(self, *defaults: GenParams) -> GenParams:
         """Fill every unset field from the first of `defaults` that sets it (request > model > global)."""
@@ -129,6 +162,7 @@ class Delta:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # calls parsed whole since the previous delta
 
 
 @dataclass(frozen=True)
@@ -140,6 +174,7 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     logprobs: tuple[TokenLogprob, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -258,6 +258,7 @@ def _image(url: str) -> dict:
 
 
 IMG = "messages[0].content[0].image_url"
+TOOL_NAME = "tools[0].function.name"
 ERRORS = {
     "unknown model": (_chat(model="gpt-4o"), 404, "model"),
     "max_tokens wrong type": (_chat(max_tokens="ten"), 400, "max_tokens"),
@@ -265,12 +266,12 @@ ERRORS = {
     "top_p above 1": (_chat(top_p=1.5), 400, "top_p"),
     "n above --max-n": (_chat(n=9), 400, "n"),
     "top_logprobs without logprobs": (_chat(top_logprobs=2), 400, "top_logprobs"),
-    "tools": (_chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
-    "json mode": (_chat(response_format={"type": "json_object"}), 400, "response_format"),
+    "tool named with a space": (_chat(tools=[{"type": "function", "function": {"name": "a b"}}]), 400, TOOL_NAME),
+    "unknown response_format": (_chat(response_format={"type": "xml"}), 400, "response_format.type"),
     "logit_bias token outside the vocabulary": (_chat(logit_bias={"999999999": 5}), 400, "logit_bias"),
     "empty messages": (_chat(messages=[]), 400, "messages"),
     "missing model": ({"messages": USER}, 400, "model"),
-    "tool role": (_chat(messages=[{"role": "tool", "content": "x"}]), 400, "messages[0].role"),
+    "tool without id": (_chat(messages=[{"role": "tool", "content": "x"}]), 400, "messages[0].tool_call_id"),
     "unknown part type": (_chat(messages=_content({"type": "video"})), 400, "messages[0].content[0].type"),
     "roles not alternating": (_chat(messages=USER + USER), 400, "messages"),
     "http image url": (_chat(messages=_content(_image("https://example.com/a.png"))), 400, IMG),

@@ -6,30 +6,20 @@ model is a script that counts, so the HTTP layer is tested in the fast suite wit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 
 import httpx
 import pytest
-from support.fakes import FakeChatRunner
 from support.helpers import check_openai_error, sse_events
-from support.liveserver import LiveServer
-
-from gemmacli.server import create_app
-from gemmacli.server.loaded import LoadedModel
-from gemmacli.server.settings import ServerSettings
+from support.liveserver import fake_chat_server
 
 MODEL = "fake-chat"
 USER = [{"role": "user", "content": "one two three"}]  # three words: the script answers " 3 4 5..."
 
 
-@contextlib.contextmanager
 def live(delay: float = 0.0, **settings):
-    runner = FakeChatRunner(MODEL, context_length=64, delay=delay)
-    app = create_app(ServerSettings(**settings), models=[LoadedModel(MODEL, runner, aliases=("org/fake",))])
-    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
-        yield client, runner, app.state["services"]
+    return fake_chat_server(MODEL, delay, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -161,11 +151,10 @@ ERRORS = {
     "unknown model": (chat(model="gpt-4o"), 404, "model"),
     "temperature above 2": (chat(temperature=3), 400, "temperature"),
     "n above --max-n": (chat(n=9), 400, "n"),
-    "tools": (chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
     "too many stop strings": (chat(stop=["x"] * 17), 400, "stop"),
     "prompt over the context": (chat(max_tokens=100), 400, "max_tokens"),
     "logit_bias outside the vocabulary": (chat(logit_bias={"500": 1}), 400, "logit_bias"),
-    "roles": (chat(messages=[{"role": "tool", "content": "x"}]), 400, "messages[0].role"),
+    "roles": (chat(messages=[{"role": "robot", "content": "x"}]), 400, "messages[0].role"),
 }
 
 

@@ -95,7 +95,7 @@ SHAPES = [
     case("messages null", {"messages": None}, "messages"),
     case("message not an object", {"messages": ["Hi"]}, "messages[0]"),
     case("message without role", {"messages": [{"content": "Hi"}]}, "messages[0].role"),
-    case("role tool", {"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+    case("role robot", {"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
     case("role not a string", {"messages": [{"role": 1, "content": "x"}]}, "messages[0].role"),
     case("content a number", {"messages": [{"role": "user", "content": 42}]}, "messages[0].content"),
     case("content null for user", {"messages": [{"role": "user", "content": None}]}, "messages[0]"),
@@ -106,7 +106,7 @@ SHAPES = [
     case(
         "tool_calls in history",
         {"messages": [{"role": "assistant", "content": "x", "tool_calls": [{}]}, *USER]},
-        "messages[0].tool_calls",
+        "messages[0].tool_calls[0].id",
     ),
     case("too many messages", {"messages": say(*["hi"] * (LIMITS["max_messages"] + 1))}, "messages"),
     case("message over the text limit", {"messages": say("x" * (TEXT_LIMIT + 1))}, "messages[0].content"),
@@ -125,8 +125,8 @@ SHAPES = [
     case("user a number", {"user": 7}, "user"),
     case("stream a string", {"stream": "yes"}, "stream"),
     case("stream_options a list", {"stream": True, "stream_options": [1]}, "stream_options"),
-    case("tools", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    case("response_format json_schema", {"response_format": {"type": "json_schema"}}, "response_format"),
+    case("tools", {"tools": [{"type": "function", "function": {"name": "f()"}}]}, "tools[0].function.name"),
+    case("response_format json_schema", {"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
     case("response_format without type", {"response_format": {}}, "response_format.type"),
     case("audio output", {"modalities": ["text", "audio"]}, "modalities"),
 ]

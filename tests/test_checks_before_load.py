@@ -15,6 +15,7 @@ from support.manager_kit import EMBED, GEMMA, WHISPER, home_fixture, live_server
 
 pytestmark = pytest.mark.slow
 USER = [{"role": "user", "content": "Hi"}]
+SCHEMA = "response_format.json_schema.schema"
 NOT_AN_IMAGE = "data:image/png;base64," + base64.b64encode(b"not a png at all").decode()
 
 
@@ -26,8 +27,8 @@ CHAT = {
     "n above --max-n": (chat(n=9), "n"),
     "temperature out of range": (chat(temperature=5), "temperature"),
     "a field of the wrong type": (chat(max_tokens="many"), "max_tokens"),
-    "tools": (chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
-    "json mode": (chat(response_format={"type": "json_object"}), "response_format"),
+    "tools": (chat(tools=[{"type": "function", "function": {"name": "f f"}}]), "tools[0].function.name"),
+    "json schema": (chat(response_format={"type": "json_schema", "json_schema": {"schema": 1}}), SCHEMA),
     "too many stop strings": (chat(stop=["x"] * 17), "stop"),
     "an image that is no image": (
         chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": NOT_AN_IMAGE}}]}]),

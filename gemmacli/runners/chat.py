@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, ClassVar
 from gemmacli.device import Placement, cpu_has_native_bf16
 from gemmacli.errors import GemmacliError, InvalidParamError, UnsupportedInputError
 from gemmacli.runners.base import Memory, module_memory
-from gemmacli.types import Completion, Delta, GenParams, Message, TextPart
+from gemmacli.runners.tools import tool_format
+from gemmacli.types import Completion, Delta, GenParams, Message, TextPart, ToolUse
 
 if TYPE_CHECKING:
     from gemmacli.runners.decoder import Decoder, Prompt
@@ -34,6 +35,7 @@ class ChatRunner:
         self.placement = placement
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.vision = getattr(model.config, "vision_config", None) is not None
+        self.tool_format = tool_format(model.config.model_type, getattr(self.tokenizer, "chat_template", None))
         self.decoder: Decoder = Decoder(
             model,
             self.tokenizer,
@@ -100,16 +102,20 @@ class ChatRunner:
 
     # -- generation: insert into the decoder, step until the sequence ends
 
-    def stream(self, messages: Sequence[Message], params: GenParams = GenParams(), **kw) -> Iterator[Delta]:
-        """Chat: render the model's chat template, then generate."""
-        return self.generate(self.encode_chat(messages), params, **kw)
+    def stream(
+        self, messages: Sequence[Message], params: GenParams = GenParams(), tools: ToolUse | None = None, **kw
+    ) -> Iterator[Delta]:
+        """Chat: render the model's chat template (with `tools` on offer), then generate."""
+        return self.generate(self.encode_chat(messages, tools), params, **kw)
 
     def stream_text(self, prompt: str, params: GenParams = GenParams(), **kw) -> Iterator[Delta]:
         """Raw completion of `prompt`, no chat template (what /v1/completions and base models want)."""
         return self.generate(self.encode_text(prompt), params, **kw)
 
-    def complete(self, messages: Sequence[Message], params: GenParams = GenParams()) -> Completion:
-        return collect(self.stream(messages, params))
+    def complete(
+        self, messages: Sequence[Message], params: GenParams = GenParams(), tools: ToolUse | None = None
+    ) -> Completion:
+        return collect(self.stream(messages, params, tools))
 
     def complete_text(self, prompt: str, params: GenParams = GenParams()) -> Completion:
         return collect(self.stream_text(prompt, params))
@@ -156,17 +162,22 @@ class ChatRunner:
             raise InvalidParamError(f"prompt token ids must be between 0 and {vocab - 1}", param="prompt")
         return Prompt(torch.tensor([list(ids)], device=self.model.device))  # (1, T)
 
-    def encode_chat(self, messages: Sequence[Message]) -> Prompt:
+    def encode_chat(self, messages: Sequence[Message], tools: ToolUse | None = None) -> Prompt:
+        """The chat template over `messages`, in the model's tool format (which also renders past calls and their
+        results); with `tools`, the sequences of this prompt parse tool calls, and are held to them if required."""
         from gemmacli.runners.decoder import Prompt
+        from gemmacli.runners.tools.stage import PromptTools
 
         self._check_inputs(messages)
+        turns, template_kwargs = self.tool_format.render(messages, tools, _message_dict)
         try:
             inputs = self.processor.apply_chat_template(
-                [_message_dict(m) for m in messages],
+                turns,
                 add_generation_prompt=True,
                 tokenize=True,
                 return_dict=True,
                 return_tensors="pt",
+                **template_kwargs,
             )
         except Exception as exc:  # jinja raise_exception (roles not alternating...) and processor errors
             raise InvalidParamError(f"cannot render the chat template: {exc}", param="messages") from None
@@ -177,7 +188,7 @@ class ChatRunner:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         image_token = getattr(self.model.config, "image_token_index", None)
         image_tokens = int((input_ids == image_token).sum()) if image_token is not None else 0
-        return Prompt(input_ids, dict(inputs), image_tokens)
+        return Prompt(input_ids, dict(inputs), image_tokens, PromptTools(self.tool_format, tools) if tools else None)
 
     def _check_inputs(self, messages: Sequence[Message]) -> None:
         if not messages:
@@ -192,13 +203,15 @@ class ChatRunner:
 
 def collect(deltas: Iterator[Delta]) -> Completion:
     """Join a stream into one Completion."""
-    parts, ids, logprobs = [], [], []
+    parts, ids, logprobs, calls = [], [], [], []
     for d in deltas:
         parts.append(d.text)
         ids.extend(d.token_ids)
         logprobs.extend(d.logprobs)
+        calls.extend(d.tool_calls)
         if d.finish_reason is not None:
-            return Completion("".join(parts), tuple(ids), d.finish_reason, d.usage, tuple(logprobs))
+            text = "".join(parts)
+            return Completion(text, tuple(ids), d.finish_reason, d.usage, tuple(logprobs), tuple(calls))
     raise GemmacliError("generation ended without a final delta")
 
 

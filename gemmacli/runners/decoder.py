@@ -23,6 +23,7 @@ import torch
 from gemmacli.errors import ContextLengthError, InvalidParamError
 from gemmacli.runners.kv_cache import BatchCache, appending_cache
 from gemmacli.runners.stages import Pipeline
+from gemmacli.runners.tools.stage import PromptTools
 from gemmacli.types import GLOBAL_GEN_DEFAULTS, Delta, FinishReason, GenParams, Usage
 
 
@@ -37,6 +38,7 @@ class Prompt:
     input_ids: torch.Tensor  # (1, T)
     extra_inputs: dict = field(default_factory=dict)  # pixel_values, token_type_ids... (prefill only)
     image_tokens: int = 0
+    tools: PromptTools | None = None  # rendered with tools: its sequences parse (and may be held to) tool calls
 
     @property
     def length(self) -> int:
@@ -69,7 +71,10 @@ class Seq:
                 self.pipeline.logprobs.recorded.pop()  # the end of sequence is no token of the text
             return [self.finish("stop")]
         piece, stopped = self.pipeline.text(token)
-        deltas = [Delta(piece, (token,), logprobs=self.pipeline.take_logprobs())] if piece else []
+        calls = self.pipeline.take_calls()
+        deltas = (
+            [Delta(piece, (token,), logprobs=self.pipeline.take_logprobs(), tool_calls=calls)] if piece or calls else []
+        )
         if stopped:
             deltas.append(self.finish("stop"))
         elif len(self.tokens) >= self.max_new_tokens:
@@ -78,10 +83,14 @@ class Seq:
 
     def finish(self, reason: FinishReason) -> Delta:
         """The final delta: the text the output stages still hold (a stop string that matched holds none; one
-        that only began before an end of sequence is text after all), the reason and the usage."""
-        self.finish_reason = reason
+        that only began before an end of sequence is text after all), the calls it still holds, the reason (a turn
+        that made calls and stopped is "tool_calls") and the usage."""
+        text = self.pipeline.flush()
+        self.finish_reason = "tool_calls" if reason == "stop" and self.pipeline.called else reason
         usage = Usage(self.prompt.length, len(self.tokens), self.prompt.image_tokens)
-        return Delta(self.pipeline.flush(), (), reason, usage, self.pipeline.take_logprobs())
+        return Delta(
+            text, (), self.finish_reason, usage, self.pipeline.take_logprobs(), tool_calls=self.pipeline.take_calls()
+        )
 
 
 class Decoder:
@@ -130,7 +139,8 @@ class Decoder:
         return seqs
 
     def _pipeline(self, prompt: Prompt, params: GenParams) -> Pipeline:
-        return Pipeline.build(params, prompt.input_ids[0], self.tokenizer, self.vocab_size, self.device)
+        ids = prompt.input_ids[0]
+        return Pipeline.build(params, ids, self.tokenizer, self.vocab_size, self.device, self.eos_ids, prompt.tools)
 
     def cancel(self, seq: Seq) -> None:
         """End `seq` now (finish reason "cancelled"); its final delta comes with the next step."""

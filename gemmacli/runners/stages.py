@@ -1,6 +1,7 @@
 """A sequence's stages: what runs for it, in order, at every decode step.
 
-    logits stages (penalties, logit bias)  ->  sampler  ->  detokenizer  ->  output stages (stop strings)
+    logits stages (penalties, logit bias, grammar mask) -> sampler -> detokenizer -> output stages (stop strings,
+    tool calls)
 
 A logits stage reshapes one row of logits and hears which token was chosen; an output stage sees the
 text each token adds and may hold some back or end the sequence. Each stage is one small class with a
@@ -18,9 +19,11 @@ from typing import Protocol
 import torch
 
 from gemmacli.errors import InvalidParamError
+from gemmacli.runners.grammar import GrammarMask
 from gemmacli.runners.sampling import Sampler, SamplingConfig
 from gemmacli.runners.text_stream import IncrementalDecoder, StopMatcher
-from gemmacli.types import GenParams, TokenLogprob
+from gemmacli.runners.tools.stage import PromptTools, ToolCallParser
+from gemmacli.types import GenParams, TokenLogprob, ToolCall
 
 
 class LogitsStage(Protocol):
@@ -129,21 +132,43 @@ class Pipeline:
     detokenizer: IncrementalDecoder
     outputs: tuple[OutputStage, ...]
     logprobs: Logprobs | None = None
+    calls: ToolCallParser | None = None  # also among the outputs
+
+    @property
+    def called(self) -> bool:
+        """Whether the sequence made tool calls: it then ends with finish reason "tool_calls"."""
+        return self.calls is not None and bool(self.calls.made)
+
+    def take_calls(self) -> tuple[ToolCall, ...]:
+        return self.calls.take() if self.calls is not None else ()
 
     @classmethod
-    def build(cls, params: GenParams, prompt_ids: torch.Tensor, tokenizer, vocab_size: int, device) -> Pipeline:
-        """`params` with every default filled in; `prompt_ids` (T,)."""
+    def build(
+        cls,
+        params: GenParams,
+        prompt_ids: torch.Tensor,
+        tokenizer,
+        vocab_size: int,
+        device,
+        eos_ids=(),
+        tools: PromptTools | None = None,
+    ) -> Pipeline:
+        """`params` with every default filled in; `prompt_ids` (T,); `tools`: the prompt was rendered with tools."""
         config = SamplingConfig.from_params(params)
+        grammar = tools.grammar(params.grammar) if tools is not None else params.grammar
         logits = [
             Penalties.build(config, prompt_ids, vocab_size, device),
             LogitBias.build(params.logit_bias, vocab_size, device),
+            GrammarMask.build(grammar, tokenizer, vocab_size, eos_ids),  # last: nothing may lift its -inf
         ]
+        calls = ToolCallParser.build(tools)
         outputs = [
             StopMatcher.build(params.stop),
+            calls,
         ]
         detokenizer = IncrementalDecoder(tokenizer, prompt_ids.tolist())
         sampler, recorder = Sampler(config, device), Logprobs.build(params.logprobs, tokenizer)
-        return cls(_present(logits), sampler, detokenizer, _present(outputs), recorder)
+        return cls(_present(logits), sampler, detokenizer, _present(outputs), recorder, calls)
 
     @property
     def plain_greedy(self) -> bool:

@@ -25,7 +25,7 @@ from gemmacli.server.engine import EngineStopped
 from gemmacli.server.loaded import LoadedModel
 from gemmacli.server.services import Services
 from gemmacli.server.sse import DONE, event, stream_response
-from gemmacli.types import Completion, Delta, GenParams, TokenLogprob, Usage
+from gemmacli.types import Completion, Delta, GenParams, TokenLogprob, ToolCall, Usage
 
 Receive = Callable[[], Awaitable[dict]]  # the ASGI receive channel
 T = TypeVar("T")
@@ -115,15 +115,18 @@ class Run:
         parts: list[list[str]] = [[] for _ in range(self.choices)]
         ids: list[list[int]] = [[] for _ in range(self.choices)]
         logprobs: list[list[TokenLogprob]] = [[] for _ in range(self.choices)]
+        calls: list[list[ToolCall]] = [[] for _ in range(self.choices)]
         out: dict[int, Completion] = {}
         async with contextlib.aclosing(self.deltas()) as deltas:
             async for index, delta in deltas:
                 parts[index].append(delta.text)
                 ids[index].extend(delta.token_ids)
                 logprobs[index].extend(delta.logprobs)
+                calls[index].extend(delta.tool_calls)
                 if delta.finish_reason is not None:
                     text, reason, usage = "".join(parts[index]), delta.finish_reason, delta.usage
-                    out[index] = Completion(text, tuple(ids[index]), reason, usage, tuple(logprobs[index]))
+                    made = tuple(calls[index])
+                    out[index] = Completion(text, tuple(ids[index]), reason, usage, tuple(logprobs[index]), made)
         return [out[i] for i in sorted(out)]
 
 

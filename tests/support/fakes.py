@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import ClassVar
 
 import torch
@@ -19,7 +20,9 @@ from gemmacli.errors import InvalidParamError
 from gemmacli.runners.base import Memory
 from gemmacli.runners.chat import ChatRunner
 from gemmacli.runners.decoder import Decoder, Prompt, Seq
-from gemmacli.types import Delta, GenParams, Message
+from gemmacli.runners.tools.pythonic import PYTHONIC
+from gemmacli.runners.tools.stage import PromptTools
+from gemmacli.types import Delta, GenParams, Message, ToolUse
 
 # token ids
 PAD = 0
@@ -146,6 +149,7 @@ class FakeChatRunner(ChatRunner):
         self.placement = None
         self.vision = False
         self.model = None
+        self.tool_format = PYTHONIC
         self.decoder = FakeDecoder(context_length=context_length, defaults=defaults, name=name, delay=delay)
         self.tokenizer = self.processor = self.decoder.tokenizer
         self.closed = False
@@ -164,10 +168,10 @@ class FakeChatRunner(ChatRunner):
             raise InvalidParamError(f"prompt token ids must be between 0 and {len(VOCAB) - 1}", param="prompt")
         return _prompt(list(ids), self.tokenizer.decode(ids))
 
-    def encode_chat(self, messages: Sequence[Message]) -> Prompt:
+    def encode_chat(self, messages: Sequence[Message], tools: ToolUse | None = None) -> Prompt:
         self._check_inputs(messages)
         text = " ".join(m.content if isinstance(m.content, str) else "" for m in messages)
-        return self.encode_text(text)
+        return replace(self.encode_text(text), tools=PromptTools(self.tool_format, tools) if tools else None)
 
 
 def _prompt(ids: list[int], text: str) -> Prompt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -31,3 +32,20 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+@contextlib.contextmanager
+def fake_chat_server(model: str = "fake-chat", delay: float = 0.0, **settings):
+    """The real app on one FakeChatRunner (tests/support/fakes.py); yields an httpx client, the runner and the
+    app's services."""
+    import httpx
+
+    from gemmacli.server import create_app
+    from gemmacli.server.loaded import LoadedModel
+    from gemmacli.server.settings import ServerSettings
+    from support.fakes import FakeChatRunner
+
+    runner = FakeChatRunner(model, context_length=64, delay=delay)
+    app = create_app(ServerSettings(**settings), models=[LoadedModel(model, runner, aliases=("org/fake",))])
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client, runner, app.state["services"]

@@ -3,6 +3,7 @@ responses and stream chunks build themselves from Deltas and Completions."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
@@ -21,7 +22,17 @@ from gemmacli.server.schema.completions import (
 )
 from gemmacli.server.schema.limits import RequestLimits, TextBudget, check_count
 from gemmacli.server.schema.logprobs import ChatLogprobs
-from gemmacli.types import Completion, Delta, GenParams, Message, Part, TextPart
+from gemmacli.server.schema.tools import (
+    ToolCallIn,
+    ToolCallOut,
+    ToolCallPiece,
+    ToolChoice,
+    ToolDef,
+    call_pieces,
+    history_calls,
+    tool_use,
+)
+from gemmacli.types import Completion, Delta, GenParams, Message, Part, TextPart, ToolUse
 from gemmacli.types import Usage as NeutralUsage
 
 # -- request
@@ -59,14 +70,11 @@ ContentPart = TextContent | ImageContent | AudioContent | AudioURLContent
 
 
 class ChatMessage(Struct, kw_only=True):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None  # accepted, ignored: Gemma's template has no participant names
-    tool_calls: list[Any] | None = None
-
-
-class ResponseFormat(Struct):
-    type: str
+    tool_calls: list[ToolCallIn] | None = None  # an assistant turn's calls
+    tool_call_id: str | None = None  # a tool turn: the call it answers
 
 
 class ChatCompletionRequest(GenerationRequest, kw_only=True):
@@ -74,11 +82,11 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
     max_completion_tokens: TokenCount | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None  # OpenAI's range
-    tools: list[Any] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     function_call: str | dict[str, Any] | None = None
-    response_format: ResponseFormat | None = None
     modalities: list[str] | None = None
     audio: dict[str, Any] | None = None  # audio *output*
 
@@ -86,19 +94,21 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
         super().check()
         if self.top_logprobs is not None and not self.logprobs:
             unsupported("top_logprobs", "top_logprobs needs logprobs: true")
-        for name in ("tools", "functions"):
-            if getattr(self, name):
-                unsupported(name, f"{name} (function calling) is not supported")
-        for name in ("tool_choice", "function_call"):
-            if getattr(self, name) not in (None, "none", "auto"):  # "auto" with no tools is a no-op
-                unsupported(name, f"{name} (function calling) is not supported")
-        if self.response_format is not None and self.response_format.type != "text":
-            unsupported("response_format", f"response_format {self.response_format.type!r} is not supported")
+        if self.functions:
+            unsupported("functions", "functions is OpenAI's deprecated form of tools: send tools instead")
+        if self.function_call not in (None, "none", "auto"):  # "auto" with no functions is a no-op
+            unsupported("function_call", "function_call is OpenAI's deprecated form of tool_choice: send that")
         if self.audio is not None or any(m != "text" for m in self.modalities or ()):
             unsupported("modalities" if self.audio is None else "audio", "only text output is supported")
         for i, message in enumerate(self.messages):
-            if message.tool_calls:
-                unsupported(f"messages[{i}].tool_calls", "tool calls are not supported")
+            if message.role == "tool" and not message.tool_call_id:
+                unsupported(f"messages[{i}].tool_call_id", "a tool message needs the tool_call_id it answers")
+            if message.tool_calls and message.role != "assistant":
+                unsupported(f"messages[{i}].tool_calls", "only assistant messages carry tool_calls")
+
+    def to_tools(self) -> ToolUse | None:
+        """The tools the model may call, checked; None when it is not to call any."""
+        return tool_use(self.tools, self.tool_choice, self.parallel_tool_calls)
 
     def check_limits(self, limits: RequestLimits) -> TextBudget:
         """Counts messages, text, images and audio clips before anything is decoded."""
@@ -146,6 +156,9 @@ def _too_many(params: list[str], limit: int, what: str) -> None:
 def _message(message: ChatMessage, param: str, limits: MediaLimits, remote: RemoteMedia | None) -> Message:
     role = "system" if message.role == "developer" else message.role  # developer is OpenAI's new name for system
     content = message.content
+    if message.tool_calls or message.tool_call_id:
+        calls = history_calls(message.tool_calls, param)
+        return Message(role, _text(content, f"{param}.content"), calls, message.tool_call_id)
     if content is None:
         if role != "assistant":
             raise InvalidParamError(f"{param}.content is required for {message.role} messages", param=param)
@@ -158,6 +171,15 @@ def _message(message: ChatMessage, param: str, limits: MediaLimits, remote: Remo
     if role != "user":
         raise InvalidParamError(f"images and audio are only accepted in user messages ({param})", param=param)
     return Message(role, tuple(parts))
+
+
+def _text(content: str | list[ContentPart] | None, param: str) -> str:
+    """The text of a turn about tool calls (which carries no media)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not all(isinstance(p, TextContent) for p in content):
+        raise InvalidParamError("tool calls and results carry text only", param=param)
+    return "\n".join(p.text for p in content)
 
 
 def _part(part: ContentPart, param: str, limits: MediaLimits, remote: RemoteMedia | None) -> Part:
@@ -199,8 +221,15 @@ def _fetch(url: MediaURL | str, param: str, max_bytes: int, remote: RemoteMedia 
 
 class AssistantMessage(Struct, kw_only=True):
     role: str = "assistant"
-    content: str
+    content: str | None  # null when the turn is only tool calls, as OpenAI sends it
     refusal: None = None
+    tool_calls: list[ToolCallOut] | UnsetType = UNSET
+
+    @classmethod
+    def build(cls, completion: Completion) -> AssistantMessage:
+        if not completion.tool_calls:
+            return cls(content=completion.text)
+        return cls(content=completion.text or None, tool_calls=ToolCallOut.build(completion.tool_calls))
 
 
 class ChatChoice(Struct):
@@ -226,7 +255,7 @@ class ChatCompletion(Struct, kw_only=True):
         choices = [
             ChatChoice(
                 i,
-                AssistantMessage(content=c.text),
+                AssistantMessage.build(c),
                 finish_reason(c.finish_reason),
                 ChatLogprobs.build(c.logprobs) if logprobs else None,
             )
@@ -238,6 +267,7 @@ class ChatCompletion(Struct, kw_only=True):
 class ChunkDelta(Struct):
     role: str | UnsetType = UNSET
     content: str | UnsetType = UNSET
+    tool_calls: list[ToolCallPiece] | UnsetType = UNSET
 
 
 class ChunkChoice(Struct):
@@ -266,6 +296,7 @@ class ChatChunks:
         self.created = now()
         self.model = model
         self.include_usage = include_usage
+        self.calls: Counter[int] = Counter()  # tool calls each choice has streamed
 
     def _chunk(self, choices: list[ChunkChoice], usage: Any = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -284,6 +315,10 @@ class ChatChunks:
         logprobs = ChatLogprobs.build(delta.logprobs) if delta.logprobs else None
         content = ChunkChoice(index, ChunkDelta(content=delta.text), logprobs=logprobs)
         chunks = [self._chunk([content])] if delta.text or logprobs else []
+        for call in delta.tool_calls:
+            pieces = call_pieces(call, self.calls[index])
+            self.calls[index] += 1
+            chunks += [self._chunk([ChunkChoice(index, ChunkDelta(tool_calls=[piece]))]) for piece in pieces]
         if delta.finish_reason is not None:
             # Like OpenAI, the finish reason rides on its own chunk with an empty delta.
             chunks.append(self._chunk([ChunkChoice(index, ChunkDelta(), finish_reason(delta.finish_reason))]))

@@ -8,11 +8,12 @@ ranges while decoding; what it cannot express (a field we do not implement) `che
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from gemmacli.errors import InvalidParamError
+from gemmacli.runners import grammar
 from gemmacli.server.schema.common import Usage, new_id, now
 from gemmacli.server.schema.limits import RequestLimits, TextBudget, check_count, check_stop
 from gemmacli.server.schema.logprobs import CompletionLogprobs
@@ -41,6 +42,31 @@ class StreamOptions(Struct):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(Struct):
+    name: Annotated[str, Meta(pattern=r"^[a-zA-Z0-9_-]{1,64}$")] = "response"  # OpenAI's rule for the name
+    schema: Any = UNSET  # absent: any JSON object
+    description: str | None = None
+    strict: bool | None = None  # honoured either way: the output always validates
+
+
+class ResponseFormat(Struct):
+    """OpenAI's structured outputs: decoding is constrained by the grammar of the schema (runners/grammar.py)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def grammar(self) -> str | None:
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return grammar.json_object("response_format")
+        if self.json_schema is None:
+            unsupported("response_format.json_schema", "response_format of type json_schema needs json_schema")
+        if self.json_schema.schema is UNSET:
+            return grammar.json_object("response_format")
+        return grammar.json_schema(self.json_schema.schema, "response_format.json_schema.schema")
+
+
 class GenerationRequest(Struct, kw_only=True):
     """The fields both text endpoints share. Unset sampling fields stay None: the model's defaults apply."""
 
@@ -50,7 +76,6 @@ class GenerationRequest(Struct, kw_only=True):
         "metadata",
         "store",
         "service_tier",
-        "parallel_tool_calls",
         "prediction",
         "stream_options.include_obfuscation",
     )
@@ -70,6 +95,7 @@ class GenerationRequest(Struct, kw_only=True):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     logit_bias: LogitBias | None = None
+    response_format: ResponseFormat | None = None
     user: User | None = None
 
     def check(self) -> None:
@@ -97,6 +123,7 @@ class GenerationRequest(Struct, kw_only=True):
             stop=tuple(s for s in stop if s),  # an empty stop string would end every generation at once
             seed=self.seed,
             logit_bias=tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items()),
+            grammar=self.response_format.grammar() if self.response_format else None,
         )
 
     @property

@@ -102,6 +102,9 @@ class GenParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, value added to its logit), OpenAI's logit_bias
     logprobs: int | None = None  # record each token's logprob and this many likeliest alternatives; None = off
     grammar: str | None = None  # what the output must match, in llguidance's syntax (runners/grammar.py builds it)
+    # The first delta begins with the prompt: its text and, with logprobs, every prompt token's entry (completions'
+    # echo). With echo, max_tokens may be 0: the prompt alone, as vLLM allows.
+    echo: bool = False
 
     def with_defaults(self, *defaults: GenParams) -> GenParams:
         """Fill every unset field from the first of `defaults` that sets it (request > model > global)."""
@@ -143,12 +146,13 @@ class Usage:
 @dataclass(frozen=True)
 class TokenLogprob:
     """A token and its log-probability: the log-softmax of the model's raw logits at its position, before any
-    sampling transform (penalties, bias, temperature), as vLLM reports them; `top`: the likeliest tokens there."""
+    sampling transform (penalties, bias, temperature), as vLLM reports them; `top`: the likeliest tokens there.
+    `logprob` is None only for an echoed prompt's first token, which no position predicts (and `top` is empty)."""
 
     token_id: int
     text: str
     bytes: bytes
-    logprob: float
+    logprob: float | None
     top: tuple[TokenLogprob, ...] = ()
 
 

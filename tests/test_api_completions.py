@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from support.helpers import check_openai_error
 
 from gemmacli.types import GenParams
@@ -83,8 +84,56 @@ def test_stop_strings(openai_client):
     assert "Friday" in r.choices[0].text and "Sat" not in r.choices[0].text
 
 
+def model_prompt_logprobs(runner, ids: list[int]) -> list[float]:
+    """Each prompt token's logprob after the ones before it, from one in-process forward pass (the first has none)."""
+    with torch.inference_mode():
+        logits = runner.model(torch.tensor([ids])).logits[0, :-1].float()  # (T - 1, V)
+    return torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1).tolist()
+
+
+def test_echo_returns_the_prompt_then_the_completion(openai_client, chat_runner):
+    kw = dict(model=MODEL, max_tokens=4, temperature=0)
+    plain = openai_client.completions.create(prompt=WEEK, **kw)
+    r = openai_client.completions.create(prompt=WEEK, echo=True, **kw)
+    assert r.choices[0].text == WEEK + plain.choices[0].text and r.usage == plain.usage
+    ids = chat_runner.tokenizer(WEEK)["input_ids"]
+    by_ids = openai_client.completions.create(prompt=ids, echo=True, **kw)  # token ids echo as their text
+    assert by_ids.choices[0].text == r.choices[0].text
+    several = openai_client.completions.create(prompt=[WEEK, "One, two,"], n=2, echo=True, **kw)
+    prompts = [WEEK, WEEK, "One, two,", "One, two,"]  # n choices per prompt, each echoing its own
+    assert all(c.text.startswith(p) and len(c.text) > len(p) for c, p in zip(several.choices, prompts, strict=True))
+
+
+def test_echo_logprobs_are_the_models_over_the_prompt(openai_client, chat_runner):
+    """The prompt's logprobs come from the prefill's own pass; they equal a plain forward pass over the prompt."""
+    ids = chat_runner.tokenizer(WEEK)["input_ids"]
+    expected = model_prompt_logprobs(chat_runner, ids)
+    kw = dict(model=MODEL, prompt=WEEK, max_tokens=3, temperature=0, echo=True, logprobs=2)
+    r = openai_client.completions.create(**kw)
+    logprobs, n = r.choices[0].logprobs, len(ids)
+    assert len(logprobs.tokens) == n + 3 and logprobs.tokens[0] == "<bos>"
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    assert logprobs.token_logprobs[1:n] == pytest.approx(expected, abs=1e-4)
+    for chosen, top in zip(logprobs.token_logprobs[1:], logprobs.top_logprobs[1:], strict=True):
+        assert 1 <= len(top) <= 2 and max(top.values()) >= chosen  # the likeliest two at that position
+    assert "".join(logprobs.tokens[1:]) == r.choices[0].text
+    chunks = [c.choices[0] for c in openai_client.completions.create(**kw, stream=True)]
+    assert "".join(c.text for c in chunks) == r.choices[0].text
+    streamed = [lp for c in chunks for lp in c.logprobs.token_logprobs]
+    assert streamed == logprobs.token_logprobs and [o for c in chunks for o in c.logprobs.text_offset] == list(
+        logprobs.text_offset
+    )
+
+
+def test_echo_with_max_tokens_0_scores_the_prompt_alone(openai_client, chat_runner):
+    ids = chat_runner.tokenizer(WEEK)["input_ids"]
+    r = openai_client.completions.create(model=MODEL, prompt=WEEK, max_tokens=0, echo=True, logprobs=0)
+    (choice,) = r.choices
+    assert choice.text == WEEK and choice.finish_reason == "length" and r.usage.completion_tokens == 0
+    assert choice.logprobs.token_logprobs[1:] == pytest.approx(model_prompt_logprobs(chat_runner, ids), abs=1e-4)
+
+
 ERRORS = {
-    "echo": ({"echo": True}, "echo"),
     "suffix": ({"suffix": "end"}, "suffix"),
     "best_of": ({"best_of": 2}, "best_of"),
     "logprobs above 5": ({"logprobs": 6}, "logprobs"),

@@ -7,10 +7,12 @@ model is a script that counts, so the HTTP layer is tested in the fast suite wit
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import httpx
 import pytest
+from support.fakes import VOCAB
 from support.helpers import check_openai_error, sse_events
 from support.liveserver import fake_chat_server
 
@@ -230,11 +232,42 @@ def test_completion_logprobs_in_the_legacy_shape(http):
     assert unasked["choices"][0]["logprobs"] is None
 
 
+def test_completion_echo_lists_the_prompt_tokens_first(http):
+    body = http.post("/v1/completions", json=completion(echo=True, logprobs=1, max_tokens=2)).json()
+    (choice,) = body["choices"]
+    logprobs = choice["logprobs"]
+    assert choice["text"] == "one two three 3 4"  # the prompt as given, then the completion
+    assert logprobs["tokens"] == ["<bos>", " 3", " 3", " 5", " 3", " 4"]
+    assert logprobs["token_logprobs"][0] is None and logprobs["top_logprobs"][0] is None
+    assert logprobs["token_logprobs"][1:4] == pytest.approx([-math.log(len(VOCAB))] * 3)
+    assert all(len(top) == 1 for top in logprobs["top_logprobs"][1:])
+    assert logprobs["text_offset"] == [0, 5, 7, 9, 11, 13]  # every token's text counts, <bos> too, as in vLLM
+    r = http.post("/v1/completions", json=completion(echo=True, logprobs=1, max_tokens=2, stream=True))
+    chunks = [json.loads(e)["choices"][0] for e in sse_events(r.content)[:-1]]
+    assert "".join(c["text"] for c in chunks) == choice["text"]
+    streamed = {key: [v for c in chunks for v in c["logprobs"][key]] for key in logprobs}
+    assert streamed == logprobs
+
+
+def test_completion_echo_for_every_prompt_and_choice(http):
+    body = http.post("/v1/completions", json=completion(prompt=["one two", "three"], n=2, echo=True, max_tokens=1))
+    assert [c["text"] for c in body.json()["choices"]] == ["one two 2", "one two 2", "three 1", "three 1"]
+    ids = http.post("/v1/completions", json=completion(prompt=[2, 4, 10], echo=True, max_tokens=1)).json()
+    assert ids["choices"][0]["text"] == " 1 7 2"  # token ids echo as their text
+
+
+def test_completion_echo_with_max_tokens_0_is_the_prompt_alone(http):
+    body = http.post("/v1/completions", json=completion(echo=True, max_tokens=0, logprobs=0)).json()
+    (choice,) = body["choices"]
+    assert choice["text"] == "one two three" and choice["finish_reason"] == "length"
+    assert len(choice["logprobs"]["tokens"]) == 4 and body["usage"]["completion_tokens"] == 0
+
+
 LOGPROB_ERRORS = {
     "top_logprobs without logprobs": ("/v1/chat/completions", chat(top_logprobs=2), "top_logprobs"),
     "top_logprobs above 20": ("/v1/chat/completions", chat(logprobs=True, top_logprobs=21), "top_logprobs"),
     "completion logprobs above 5": ("/v1/completions", completion(logprobs=6), "logprobs"),
-    "echo": ("/v1/completions", completion(echo=True, logprobs=1), "echo"),
+    "max_tokens 0 without echo": ("/v1/completions", completion(max_tokens=0), "max_tokens"),
 }
 
 

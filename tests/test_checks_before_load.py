@@ -36,7 +36,7 @@ CHAT = {
     ),
 }
 COMPLETIONS = {
-    "echo": ({"model": GEMMA, "prompt": "Hi", "echo": True}, "echo"),
+    "max_tokens 0 without echo": ({"model": GEMMA, "prompt": "Hi", "max_tokens": 0}, "max_tokens"),
     "an empty prompt list": ({"model": GEMMA, "prompt": []}, "prompt"),
     "best_of": ({"model": GEMMA, "prompt": "Hi", "best_of": 3}, "best_of"),
 }

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
-from support.fakes import NUMBERS, FakeChatRunner
+from support.fakes import BOS, EOS, NUMBERS, VOCAB, FakeChatRunner
 
 from gemmacli.errors import ContextLengthError, InvalidParamError
 from gemmacli.types import GenParams
 
 GREEDY = GenParams(temperature=0, max_tokens=6)
+UNIFORM = -math.log(len(VOCAB))  # the fake's prompt positions predict every token alike
 
 
 @pytest.fixture
@@ -109,3 +112,50 @@ def test_closing_a_stream_early_takes_its_sequence_out(runner):
     next(stream)
     stream.close()
     assert not len(runner.decoder)
+
+
+def test_echo_leads_the_first_delta_with_the_prompt_and_its_logprobs(runner):
+    params = GenParams(temperature=0, max_tokens=2, logprobs=1, echo=True)
+    first, *rest = runner.stream_text("one two three", params)  # ids: <bos> " 3" " 3" " 5"
+    assert first.text == "one two three 3" and first.token_ids == (NUMBERS + 3,) and text(rest) == " 4"
+    prompt, generated = first.logprobs[:4], first.logprobs[4:]
+    assert [e.token_id for e in prompt] == [BOS, NUMBERS + 3, NUMBERS + 3, NUMBERS + 5]
+    assert prompt[0].logprob is None and prompt[0].top == ()  # nothing predicts the first token
+    assert all(e.logprob == pytest.approx(UNIFORM) and len(e.top) == 1 for e in prompt[1:])
+    assert [e.token_id for e in generated] == [NUMBERS + 3] and generated[0].logprob == pytest.approx(0, abs=1e-3)
+    assert rest[-1].usage.prompt_tokens == 4 and rest[-1].usage.completion_tokens == 2
+
+
+def test_echo_without_logprobs_and_of_token_ids_echoes_their_text(runner):
+    prompt = runner.encode_ids([BOS, NUMBERS + 1, NUMBERS + 7])
+    deltas = list(runner.generate(prompt, GenParams(max_tokens=1, echo=True)))
+    assert text(deltas) == " 1 7 2" and all(d.logprobs == () for d in deltas)  # <bos> is left out of the text
+
+
+def test_echo_with_max_tokens_0_is_the_prompt_alone(runner):
+    (only,) = runner.stream_text("one two", GenParams(max_tokens=0, logprobs=0, echo=True))
+    assert only.text == "one two" and only.finish_reason == "length" and only.token_ids == ()
+    assert [e.logprob for e in only.logprobs] == [None, pytest.approx(UNIFORM), pytest.approx(UNIFORM)]
+    assert (only.usage.prompt_tokens, only.usage.completion_tokens) == (3, 0)
+    with pytest.raises(InvalidParamError) as err:
+        runner.decoder.insert(runner.encode_text("one two"), GenParams(max_tokens=0))
+    assert err.value.param == "max_tokens" and not len(runner.decoder)
+
+
+def test_echo_keeps_the_end_of_sequence_entry(runner):
+    """One entry per generated token, as vLLM gives and lm-eval's parser expects, even when that token ends it."""
+    (echoed,) = runner.stream_text("bye", GenParams(max_tokens=3, logprobs=0, echo=True))
+    assert echoed.text == "bye" and echoed.finish_reason == "stop"
+    assert [e.token_id for e in echoed.logprobs] == [BOS, NUMBERS + 3, EOS]
+    (plain,) = runner.stream_text("bye", GenParams(max_tokens=3, logprobs=0))
+    assert plain.logprobs == ()
+
+
+def test_every_choice_of_a_fork_echoes_its_prompt(runner):
+    decoder, params = runner.decoder, GenParams(temperature=0, max_tokens=1, logprobs=2, echo=True)
+    seqs = decoder.fork(runner.encode_text("one two"), params, 2) + decoder.fork(runner.encode_text("three"), params, 1)
+    firsts = {}
+    for seq, deltas in run(decoder):
+        firsts.setdefault(seq, deltas[0])
+    assert [firsts[seq].text for seq in seqs] == ["one two 2", "one two 2", "three 1"]
+    assert [len(firsts[seq].logprobs) for seq in seqs] == [4, 4, 3]

@@ -149,7 +149,7 @@ class ChatRunner:
         from gemmacli.runners.decoder import Prompt
 
         ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"]
-        return Prompt(ids.to(self.model.device))
+        return Prompt(ids.to(self.model.device), text=prompt)
 
     def encode_ids(self, ids: Sequence[int]) -> Prompt:
         """Token ids fed exactly as given (OpenAI's completions accept them); each must be in the vocabulary."""

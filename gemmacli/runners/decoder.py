@@ -39,6 +39,7 @@ class Prompt:
     extra_inputs: dict = field(default_factory=dict)  # pixel_values, token_type_ids... (prefill only)
     image_tokens: int = 0
     tools: PromptTools | None = None  # rendered with tools: its sequences parse (and may be held to) tool calls
+    text: str | None = None  # the string it was encoded from, echoed as given; None: echo decodes the ids
 
     @property
     def length(self) -> int:
@@ -54,6 +55,7 @@ class Seq:
     max_new_tokens: int
     eos_ids: frozenset[int]
     cancelled: Callable[[], bool] = never
+    echo: bool = False  # its first delta begins with the prompt (GenParams.echo)
     tokens: list[int] = field(default_factory=list)  # generated so far
     finish_reason: FinishReason | None = None
     error: Exception | None = None  # the step that failed it: its owner raises this instead of a final delta
@@ -67,8 +69,10 @@ class Seq:
         self.tokens.append(token)
         self.pipeline.accept(token)
         if token in self.eos_ids:
-            if self.pipeline.logprobs is not None:
-                self.pipeline.logprobs.recorded.pop()  # the end of sequence is no token of the text
+            if self.pipeline.logprobs is not None and not self.echo:
+                # the end of sequence is no token of the text; echo lists every token, as vLLM does, and its
+                # readers (lm-eval) count on one entry per generated token
+                self.pipeline.logprobs.recorded.pop()
             return [self.finish("stop")]
         piece, stopped = self.pipeline.text(token)
         calls = self.pipeline.take_calls()
@@ -127,12 +131,12 @@ class Decoder:
     def fork(self, prompt: Prompt, params: GenParams, n: int, cancelled: Callable[[], bool] = never) -> list[Seq]:
         """`n` sequences of one prompt (OpenAI's n): prefilled once, they share the prompt's KV cache and then
         decode as rows of their own. With a seed, sequence i samples with seed + i: reproducible, and distinct."""
-        self._check_context(prompt, params.max_tokens)  # the caller's own max_tokens; defaults only clamp
+        self._check_context(prompt, params.max_tokens, params.echo)  # the caller's own max_tokens; defaults clamp
         params = params.with_defaults(self.defaults, GLOBAL_GEN_DEFAULTS)
         room = self.context_length - prompt.length
-        max_new_tokens = min(params.max_tokens or room, room)
+        max_new_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
         seqs = [
-            Seq(prompt, self._pipeline(prompt, _nth(params, i)), max_new_tokens, self.eos_ids, cancelled)
+            Seq(prompt, self._pipeline(prompt, _nth(params, i)), max_new_tokens, self.eos_ids, cancelled, params.echo)
             for i in range(n)
         ]
         self.pending += seqs
@@ -194,28 +198,67 @@ class Decoder:
 
     def _prefill(self, group: list[Seq]) -> Iterator[tuple[Seq, list[Delta]]]:
         """The prompt alone, (1, T), into a fresh cache, once for the sequences of `group` (one prompt's n); each
-        takes its first token from the same logits, then those that go on join the running rows, the cache
-        copied once per row."""
+        takes its first token from the same logits (after its echo, if it asked), then those that go on join the
+        running rows, the cache copied once per row."""
         prompt, cache = group[0].prompt, appending_cache(self.model.config)
-        positions = torch.arange(prompt.length, device=prompt.input_ids.device).unsqueeze(0)
         try:
-            # logits_to_keep: the 262k-vocabulary projection only where we sample
-            out = self._forward(
-                prompt.input_ids, cache, position_ids=positions, logits_to_keep=1, **prompt.extra_inputs
-            )
+            logits, every = self._prompt_pass(prompt, cache, any(_echo_logprobs(seq) for seq in group))
+            echoes = self._echoes(group, every)
+            del every  # (T - 1, V): gone before anything is sent
         except Exception as exc:  # this prompt's failure alone (out of memory on a long prompt...)
             for seq in group:
                 seq.error = exc
                 yield seq, []
             return
-        logits = out.logits[0, -1].float()  # (V,)
         argmax = int(logits.argmax()) if any(seq.pipeline.plain_greedy for seq in group) else None
-        results = [(seq, self._advance(seq, logits, argmax)) for seq in group]
+        results = [(seq, self._start(seq, logits, argmax, echo)) for seq, echo in zip(group, echoes, strict=True)]
         going = [seq for seq in group if not seq.done]
         if going:
             self.rows.join(cache, prompt.length, prompt.input_ids.device, copies=len(going))
             self.running += going
         yield from results
+
+    def _prompt_pass(self, prompt: Prompt, cache, keep_all: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prompt's forward pass: the last position's logits (V,) float32, and with `keep_all` (echo's logprobs)
+        those of every earlier position, (T - 1, V) in the model's dtype, from the same pass."""
+        positions = torch.arange(prompt.length, device=prompt.input_ids.device).unsqueeze(0)
+        # logits_to_keep: the 262k-vocabulary projection only where we sample; 0 keeps every position
+        out = self._forward(
+            prompt.input_ids, cache, position_ids=positions, logits_to_keep=0 if keep_all else 1, **prompt.extra_inputs
+        )
+        logits = out.logits[0]  # (T or 1, V)
+        # a copy, so that the last row alone outlives the pass (.float() of float32 logits would be a view)
+        return logits[-1].to(torch.float32, copy=True), logits[:-1] if keep_all else None
+
+    def _echoes(self, group: list[Seq], every: torch.Tensor | None) -> list[Delta | None]:
+        """What each sequence of `group` echoes before its first token: the prompt's text and, with logprobs, its
+        tokens' entries from `every` (T - 1, V); computed once for all the choices that ask alike."""
+        made: dict[int | None, Delta] = {}  # by top-k (None: no logprobs)
+        echoes = []
+        for seq in group:
+            recorder = seq.pipeline.logprobs
+            key = None if recorder is None else recorder.top
+            if seq.echo and key not in made:
+                entries = recorder.prompt(every, seq.prompt.input_ids[0]) if recorder is not None else ()
+                made[key] = Delta(self._prompt_text(seq.prompt), logprobs=entries)
+            echoes.append(made[key] if seq.echo else None)
+        return echoes
+
+    def _prompt_text(self, prompt: Prompt) -> str:
+        if prompt.text is not None:
+            return prompt.text
+        return self.tokenizer.decode(prompt.input_ids[0].tolist(), skip_special_tokens=True)
+
+    def _start(self, seq: Seq, logits: torch.Tensor, argmax: int | None, echo: Delta | None) -> list[Delta]:
+        """`seq`'s first deltas, from its prefill: its first token (none when echo asked for max_tokens 0), with
+        the echo merged into the first delta, so that the prompt and the first token arrive together."""
+        deltas = self._advance(seq, logits, argmax) if seq.max_new_tokens else [seq.finish("length")]
+        if echo is None or seq.error is not None:
+            return deltas
+        if not deltas:  # the first token's text is held back (a stop string may begin there)
+            return [echo]
+        first = deltas[0]
+        return [replace(first, text=echo.text + first.text, logprobs=echo.logprobs + first.logprobs), *deltas[1:]]
 
     def _decode(self) -> list[tuple[Seq, list[Delta]]]:
         """One forward pass over every running sequence's last token, (B, 1), then each one's own stages."""
@@ -256,11 +299,11 @@ class Decoder:
             self.running = [self.running[i] for i in keep]
             self.rows.keep(keep)
 
-    def _check_context(self, prompt: Prompt, max_tokens: int | None) -> None:
+    def _check_context(self, prompt: Prompt, max_tokens: int | None, echo: bool = False) -> None:
         """Refuse, as OpenAI and vLLM do, a prompt plus max_tokens that overflows the window (no silent clamp)."""
-        if max_tokens is not None and max_tokens < 1:
+        if max_tokens is not None and max_tokens < (0 if echo else 1):
             raise InvalidParamError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
-        asked = prompt.length + (max_tokens or 1)
+        asked = prompt.length + (1 if max_tokens is None else max_tokens)
         if asked > self.context_length:
             wanted = f" ({prompt.length} in the prompt, {max_tokens} in the completion)" if max_tokens else ""
             raise ContextLengthError(
@@ -268,6 +311,10 @@ class Decoder:
                 f"{asked}{wanted}; shorten the prompt or lower max_tokens",
                 param="max_tokens" if max_tokens and prompt.length < self.context_length else "messages",
             )
+
+
+def _echo_logprobs(seq: Seq) -> bool:
+    return seq.echo and seq.pipeline.logprobs is not None
 
 
 def _nth(params: GenParams, i: int) -> GenParams:

@@ -103,16 +103,31 @@ class Logprobs:
 
     def record(self, raw: torch.Tensor, token: int) -> None:
         """`raw`: the (V,) logits before any stage touched them, as the model gave them."""
-        logprobs = torch.log_softmax(raw, dim=-1)
-        values, ids = torch.topk(logprobs, self.top) if self.top else (logprobs[:0], logprobs[:0].long())
-        top = tuple(self._entry(i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True))
-        self.recorded.append(replace(self._entry(token, float(logprobs[token])), top=top))
+        self.recorded.append(self._scored(torch.log_softmax(raw, dim=-1), token))
+
+    def prompt(self, logits: torch.Tensor, ids: torch.Tensor) -> tuple[TokenLogprob, ...]:
+        """Every prompt token's entry (echo) from the prefill's logits (T - 1, V), in which row t predicts token
+        t + 1; the first token has none. Rows become float32 a chunk at a time: all of a long prompt's 262k-wide
+        rows in float32 at once would take gigabytes."""
+        ids = ids.tolist()  # (T,)
+        entries = [self._entry(ids[0], None)]
+        step = max(1, _CHUNK_ELEMENTS // logits.shape[-1])
+        for start in range(0, logits.shape[0], step):
+            rows = torch.log_softmax(logits[start : start + step].float(), dim=-1)  # (C, V)
+            entries += [self._scored(row, token) for row, token in zip(rows, ids[start + 1 :], strict=False)]
+        return tuple(entries)
 
     def take(self) -> tuple[TokenLogprob, ...]:
         taken, self.recorded = tuple(self.recorded), []
         return taken
 
-    def _entry(self, token: int, logprob: float) -> TokenLogprob:
+    def _scored(self, logprobs: torch.Tensor, token: int) -> TokenLogprob:
+        """`token`'s entry from one position's (V,) logprobs, with that position's `top` likeliest tokens."""
+        values, ids = torch.topk(logprobs, self.top) if self.top else (logprobs[:0], logprobs[:0].long())
+        top = tuple(self._entry(i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True))
+        return replace(self._entry(token, float(logprobs[token])), top=top)
+
+    def _entry(self, token: int, logprob: float | None) -> TokenLogprob:
         piece = self.tokenizer.convert_ids_to_tokens(token)
         if match := _BYTE_TOKEN.fullmatch(piece):  # SentencePiece byte fallback: one raw byte
             return TokenLogprob(token, piece, bytes([int(match.group(1), 16)]), logprob)
@@ -121,6 +136,7 @@ class Logprobs:
 
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+_CHUNK_ELEMENTS = 2**24  # float32 logits per chunk of echoed prompt rows: 64 MiB
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,10 @@ class FakeDecoder(Decoder):
 
     def _prefill(self, group: list[Seq]) -> Iterator[tuple[Seq, list[Delta]]]:
         self.prefills.append(len(group))
-        for seq in group:
-            deltas = self._advance(seq, *_script(seq))
+        # The prompt's own positions predict nothing in particular: an echo's logprobs are all -log(V).
+        echoes = self._echoes(group, torch.zeros(group[0].prompt.length - 1, len(VOCAB)))
+        for seq, echo in zip(group, echoes, strict=True):
+            deltas = self._start(seq, *_script(seq), echo)
             if not seq.done:
                 self.running.append(seq)
             yield seq, deltas
@@ -161,12 +163,12 @@ class FakeChatRunner(ChatRunner):
         self.closed = True
 
     def encode_text(self, prompt: str) -> Prompt:
-        return _prompt(self.tokenizer.encode(prompt), prompt)
+        return _prompt(self.tokenizer.encode(prompt), prompt, echoed=prompt)
 
     def encode_ids(self, ids: Sequence[int]) -> Prompt:
         if not all(0 <= t < len(VOCAB) for t in ids):
             raise InvalidParamError(f"prompt token ids must be between 0 and {len(VOCAB) - 1}", param="prompt")
-        return _prompt(list(ids), self.tokenizer.decode(ids))
+        return _prompt(list(ids), self.tokenizer.decode(ids))  # echo decodes the ids, as for a real model
 
     def encode_chat(self, messages: Sequence[Message], tools: ToolUse | None = None) -> Prompt:
         self._check_inputs(messages)
@@ -174,6 +176,6 @@ class FakeChatRunner(ChatRunner):
         return replace(self.encode_text(text), tools=PromptTools(self.tool_format, tools) if tools else None)
 
 
-def _prompt(ids: list[int], text: str) -> Prompt:
+def _prompt(ids: list[int], text: str, echoed: str | None = None) -> Prompt:
     # The prompt's text rides along in extra_inputs, which only the (fake) model reads.
-    return Prompt(torch.tensor([ids]), {"text": text})
+    return Prompt(torch.tensor([ids]), {"text": text}, text=echoed)

@@ -22,6 +22,7 @@ The functions, with their parameters as JSON Schema:
 {tools}"""
 
 MUST = {"auto": "", "required": "You must call at least one function. "}
+OURS = "_ours"  # marks the turns this format writes itself
 FENCES = ("```tool_code", "```python", "```")
 JSON_NAMES = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 
@@ -37,13 +38,13 @@ class Pythonic:
         names = call_names(messages)
         turns = [self._turn(m, plain, names) for m in messages]
         if use is not None and use.tools:
-            turns.insert(0, {"role": "system", "content": _instructions(use)})
+            turns.insert(0, {"role": "system", "content": _instructions(use), OURS: True})
         return _merged(turns), {}
 
     def _turn(self, message: Message, plain: Callable[[Message], dict], names: dict[str, str]) -> dict:
         if message.role == "tool":
             name = names.get(message.tool_call_id or "", "function")
-            return {"role": "user", "content": f"```tool_output\n{name}: {_text(message)}\n```"}
+            return {"role": "user", "content": f"```tool_output\n{name}: {_text(message)}\n```", OURS: True}
         turn = plain(message)
         if message.tool_calls:
             calls = "[" + ", ".join(_call_text(c) for c in message.tool_calls) + "]"
@@ -141,15 +142,16 @@ def _text(message: Message) -> str:
 
 
 def _merged(turns: list[dict]) -> list[dict]:
-    """Adjacent turns of one role joined (a tool result right after a user turn, our instructions before the
-    client's system prompt): Gemma's template wants one system turn, then user and assistant turns in turn."""
+    """Our turns joined to a neighbour of the same role (a tool result and the user turn after it, our
+    instructions and the client's system prompt): Gemma's template wants one system turn, then user and
+    assistant turns in turn. The client's own turns are left as they are, for the template to judge."""
     out: list[dict] = []
     for turn in turns:
-        if out and out[-1]["role"] == turn["role"]:
-            out[-1] = {**out[-1], "content": _join(out[-1]["content"], turn["content"])}
+        if out and out[-1]["role"] == turn["role"] and (out[-1].get(OURS) or turn.get(OURS)):
+            out[-1] = {"role": turn["role"], "content": _join(out[-1]["content"], turn["content"]), OURS: True}
         else:
             out.append(turn)
-    return out
+    return [{k: v for k, v in turn.items() if k != OURS} for turn in out]
 
 
 def _join(a, b):

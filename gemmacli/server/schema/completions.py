@@ -158,6 +158,7 @@ TextPrompt = str | tuple[int, ...]  # a string to tokenize, or token ids fed as 
 
 class CompletionRequest(GenerationRequest, kw_only=True):
     prompt: str | list[str | int | list[int]]
+    max_tokens: Annotated[int, Meta(ge=0, le=2**31 - 1)] | None = None  # 0 only with echo: the prompt alone
     echo: bool | None = False
     suffix: str | None = None
     best_of: Annotated[int, Meta(ge=1, le=20)] | None = None  # OpenAI's range
@@ -176,15 +177,15 @@ class CompletionRequest(GenerationRequest, kw_only=True):
 
     def check(self) -> None:
         super().check()
-        if self.echo:
-            unsupported("echo", "echo=true is not supported")
+        if self.max_tokens == 0 and not self.echo:
+            unsupported("max_tokens", "max_tokens must be at least 1 (0 only with echo: true, for the prompt alone)")
         if self.suffix:
             unsupported("suffix", "suffix (fill in the middle) is not supported")
         if self.best_of not in (None, self.choices):
             unsupported("best_of", "best_of must equal n: choosing the best of more candidates is not supported")
 
     def to_params(self) -> GenParams:
-        return replace(super().to_params(), logprobs=self.logprobs)
+        return replace(super().to_params(), logprobs=self.logprobs, echo=bool(self.echo))
 
     def to_prompts(self) -> list[TextPrompt]:
         """The four shapes OpenAI accepts: a string, strings, token ids, lists of token ids."""

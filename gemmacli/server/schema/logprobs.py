@@ -37,7 +37,9 @@ def _content(entry: TokenLogprob) -> ContentLogprob:
 
 
 class CompletionLogprobs(Struct):
-    """OpenAI's legacy shape: parallel lists, `text_offset` counting characters from the completion's start."""
+    """OpenAI's legacy shape: parallel lists, `text_offset` counting characters from the text's start (the prompt's,
+    with echo). With echo the lists begin with the prompt's tokens, the first with null logprob and top_logprobs;
+    as vLLM does, every token's text counts toward the offsets, <bos> included."""
 
     tokens: list[str]
     token_logprobs: list[float | None]
@@ -51,5 +53,5 @@ class CompletionLogprobs(Struct):
         for entry in entries:
             offsets.append(offset)
             offset += len(entry.text)
-        top = [{t.text: t.logprob for t in entry.top} for entry in entries]
+        top = [None if entry.logprob is None else {t.text: t.logprob for t in entry.top} for entry in entries]
         return cls([e.text for e in entries], [e.logprob for e in entries], top, offsets)

@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 import re
 
+import jsonschema
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from gemmacli.cli import app
 
+CITY = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 12},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+    },
+    "required": ["city", "days"],
+    "additionalProperties": False,
+}
 COMMANDS = ["chat", "embed", "transcribe", "download", "import", "models", "rm", "serve", "smoke", "bench"]
 
 
@@ -72,6 +82,26 @@ class TestChat:
         usage = json.loads(result.stdout)["usage"]
         assert usage["completion_tokens"] <= 5 and usage["prompt_tokens"] > 4
 
+    def test_tools_print_schema_valid_calls_as_json(self, cli, gemma_dir, tmp_path):
+        tools = tmp_path / "tools.json"
+        tools.write_text(json.dumps([{"type": "function", "function": {"name": "get_weather", "parameters": CITY}}]))
+        args = ["chat", "Weather in Paris?", "--tools", tools, "--tool-choice", "required", "--max-tokens", "120", "-q"]
+        result = cli(*args, "--seed", "0")
+        assert result.exit_code == 0, result.output
+        calls = json.loads(result.stdout)
+        assert calls and all(c["function"]["name"] == "get_weather" for c in calls)
+        for call in calls:
+            jsonschema.validate(json.loads(call["function"]["arguments"]), CITY)
+        body = json.loads(cli(*args, "--seed", "0", "--json").stdout)
+        assert body["finish_reason"] == "tool_calls" and len(body["tool_calls"]) == len(calls)
+
+    def test_schema_makes_the_answer_valid_json(self, cli, gemma_dir, tmp_path):
+        schema = tmp_path / "schema.json"
+        schema.write_text(json.dumps(CITY))
+        result = cli("chat", "A city, as JSON", "--schema", schema, "--max-tokens", "60", "--seed", "1", "-q")
+        assert result.exit_code == 0, result.output
+        jsonschema.validate(json.loads(result.stdout), CITY)
+
     def test_image_to_the_text_only_model(self, cli, gemma_dir, images):
         result = cli("chat", images / "red_circle_64.png", "describe", "-q")
         assert_one_error_line(result, "text-only")
@@ -95,6 +125,27 @@ class TestChat:
 def test_chat_bad_input_is_one_line_and_exit_1(cli, images, minilm_dir, args, pattern):
     result = cli("chat", *[a.format(images=images) for a in args], "-q")
     assert_one_error_line(result, pattern)
+
+
+def test_bad_tools_and_schema_files_are_one_line_before_any_model_loads(cli, tmp_path):
+    files = {
+        "not_json.json": "{",
+        "bad_name.json": json.dumps([{"type": "function", "function": {"name": "get weather"}}]),
+        "not_a_list.json": json.dumps({"name": "f"}),
+        "string_schema.json": json.dumps([1, 2]),
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    cases = [
+        (["--tools", tmp_path / "missing.json"], "cannot read"),
+        (["--tools", tmp_path / "not_json.json"], "not JSON"),
+        (["--tools", tmp_path / "bad_name.json"], "name must match"),
+        (["--tools", tmp_path / "not_a_list.json"], "list of tool definitions"),
+        (["--tool-choice", "required"], "needs --tools"),
+        (["--schema", tmp_path / "string_schema.json"], "JSON Schema object"),
+    ]
+    for args, pattern in cases:
+        assert_one_error_line(cli("chat", "hi", *args, "-m", "no-such-model-loaded-first", "-q"), pattern)
 
 
 USAGE_ERRORS = [[], ["hi", "--temperature", "-1"], ["hi", "--max-tokens", "0"], ["hi", "--dtype", "int3"]]

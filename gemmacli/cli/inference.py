@@ -20,9 +20,11 @@ from gemmacli.cli.options import (
     model_opt,
 )
 from gemmacli.cli.ui import emit, stdout
-from gemmacli.errors import GemmacliError
+from gemmacli.errors import GemmacliError, InvalidParamError
 from gemmacli.models.defaults import DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL, DEFAULT_TRANSCRIBE_MODEL
-from gemmacli.types import GenParams, Message, TextPart
+from gemmacli.runners import grammar
+from gemmacli.runners.tools import check_tools, read_tools
+from gemmacli.types import GenParams, Message, TextPart, ToolCall, ToolUse
 
 
 @app.command(
@@ -30,7 +32,9 @@ from gemmacli.types import GenParams, Message, TextPart
   gemmacli chat "Write a haiku about the sea"\n
   gemmacli chat photo.jpg "What is in this picture?" -m gemma-3-4b-it\n
   cat notes.txt | gemmacli chat - -s "Summarise in three bullets" --max-tokens 200\n
-  gemmacli chat --raw "Monday, Tuesday," --temperature 0 --max-tokens 8"""
+  gemmacli chat --raw "Monday, Tuesday," --temperature 0 --max-tokens 8\n
+  gemmacli chat "Weather in Paris?" --tools tools.json --tool-choice required\n
+  gemmacli chat "A cat, as JSON" --schema pet.schema.json"""
 )
 def chat(
     inputs: Annotated[list[str], typer.Argument(help="Image files, then the prompt ('-' reads stdin).")],
@@ -47,6 +51,15 @@ def chat(
     stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop before this text (repeatable).")] = None,
     seed: Annotated[int | None, typer.Option(help="Make sampling repeatable.")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Complete the prompt as-is, without the chat template.")] = False,
+    tools: Annotated[
+        Path | None, typer.Option("--tools", help="A JSON file of OpenAI tool definitions; calls print as JSON.")
+    ] = None,
+    tool_choice: Annotated[
+        str, typer.Option(help="auto, required, none, or the name of the tool to call.", show_default=True)
+    ] = "auto",
+    schema: Annotated[
+        Path | None, typer.Option("--schema", help="A JSON Schema file: the answer is JSON valid against it.")
+    ] = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = DType.auto,
@@ -59,8 +72,9 @@ def chat(
     *media, prompt = inputs
     prompt = read_prompt(prompt)
     images = [load_image(p) for p in media]  # decode before loading the model: bad files fail fast
-    if raw and (images or system):
-        raise GemmacliError("--raw completes plain text: it takes no images and no --system")
+    if raw and (images or system or tools):
+        raise GemmacliError("--raw completes plain text: it takes no images, no --system and no --tools")
+    tool_use = _tool_use(tools, tool_choice)  # checked before the model loads, like the images
     params = GenParams(
         max_tokens=max_tokens,
         temperature=temperature,
@@ -72,6 +86,7 @@ def chat(
         presence_penalty=presence_penalty,
         stop=tuple(stop or ()),
         seed=seed,
+        grammar=grammar.json_schema(_read_json(schema, "--schema"), "--schema") if schema else None,
     )
     runner = load_runner(model, "chat", device=device, dtype=dtype, multi_gpu=multi_gpu, quiet=quiet)
     if raw:
@@ -79,14 +94,37 @@ def chat(
     else:
         messages = [Message("system", system)] if system else []
         content = (*images, TextPart(prompt)) if images else prompt
-        deltas = runner.stream([*messages, Message("user", content)], params)
+        deltas = runner.stream([*messages, Message("user", content)], params, tool_use)
     _print_stream(deltas, json_out=json_out, model=runner.name)
 
 
+def _tool_use(path: Path | None, choice: str) -> ToolUse | None:
+    if path is None:
+        if choice != "auto":
+            raise GemmacliError("--tool-choice needs --tools")
+        return None
+    use = ToolUse(read_tools(_read_json(path, "--tools"), "--tools"), choice)
+    try:
+        check_tools(use, "--tools")
+    except InvalidParamError as exc:
+        raise GemmacliError(f"{path}: {exc.message}") from None
+    return use if choice != "none" else None
+
+
+def _read_json(path: Path, option: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise GemmacliError(f"{option}: cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GemmacliError(f"{option}: {path} is not JSON: {exc}") from None
+
+
 def _print_stream(deltas, *, json_out: bool, model: str) -> None:
-    text = []
+    text, calls = [], []
     for delta in deltas:
         text.append(delta.text)
+        calls.extend(delta.tool_calls)
         if not json_out and delta.text:
             emit(delta.text, end="")
         if delta.finish_reason is not None:
@@ -95,6 +133,7 @@ def _print_stream(deltas, *, json_out: bool, model: str) -> None:
                 result = {
                     "model": model,
                     "text": "".join(text),
+                    "tool_calls": [_call_json(c) for c in calls],
                     "finish_reason": delta.finish_reason,
                     "usage": {
                         "prompt_tokens": usage.prompt_tokens,
@@ -103,8 +142,14 @@ def _print_stream(deltas, *, json_out: bool, model: str) -> None:
                     },
                 }
                 emit(json.dumps(result, ensure_ascii=False))
+            elif calls:  # the calls as OpenAI spells them, ready for a script to run
+                emit(json.dumps([_call_json(c) for c in calls], ensure_ascii=False))
             else:
                 emit("")
+
+
+def _call_json(call: ToolCall) -> dict:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 @app.command(

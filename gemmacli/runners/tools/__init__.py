@@ -77,6 +77,26 @@ def check_tools(use: ToolUse, param: str = "tools") -> None:
         raise InvalidParamError(f"tool_choice names {use.choice!r}, which is not among the tools", param="tool_choice")
 
 
+def read_tools(definitions: object, where: str = "tools") -> tuple[Tool, ...]:
+    """OpenAI tool definitions as plain JSON (a list, or an object holding one under "tools"), as Tools; a
+    definition of the wrong shape is an error naming it. `check_tools` judges the names and schemas."""
+    if isinstance(definitions, dict) and "tools" in definitions:
+        definitions = definitions["tools"]
+    if not isinstance(definitions, list):
+        raise InvalidParamError(f"{where} must be a list of tool definitions", param=where)
+    tools = []
+    for i, definition in enumerate(definitions):
+        function = definition.get("function") if isinstance(definition, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidParamError(
+                f'{where}[{i}] must look like {{"type": "function", "function": {{"name": ..., "parameters": ...}}}}',
+                param=f"{where}[{i}]",
+            )
+        parameters = function.get("parameters", {"type": "object", "properties": {}})
+        tools.append(Tool(function["name"], function.get("description") or "", json.dumps(parameters)))
+    return tuple(tools)
+
+
 def offered(use: ToolUse) -> tuple[Tool, ...]:
     """The tools a turn may call: all of them, or the one tool_choice names."""
     return use.tools if use.choice in ("auto", "required") else tuple(t for t in use.tools if t.name == use.choice)

@@ -65,6 +65,13 @@ def vision_dir(gemma_dir, paths) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hermes_dir(gemma_dir, paths) -> Path:
+    from support.hermes_kit import ensure_tiny_hermes
+
+    return ensure_tiny_hermes(paths.home / "testkit" / "tiny-hermes", gemma_dir)
+
+
+@pytest.fixture(scope="session")
 def cpu_bf16():
     from gemmacli.device import Placement
 

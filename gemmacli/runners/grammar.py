@@ -67,7 +67,9 @@ def either(lark_text: str, content: str) -> str:
 
 
 def json_literal(schema: dict) -> str:
-    """`schema` as Lark's `%json{...}` argument."""
+    """`schema` as Lark's `%json{...}` argument, with the same compact whitespace as a whole JSON grammar."""
+    if isinstance(schema, dict):
+        schema = {**schema, "x-guidance": {**JSON_OPTIONS, **schema.get("x-guidance", {})}}
     return json.dumps(schema, separators=(",", ":"), sort_keys=True)
 
 

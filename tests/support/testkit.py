@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from gemmacli.models.gguf_import import gemma3_chat_template
@@ -20,13 +21,18 @@ KIT_VERSION = 1
 
 def ensure_tiny_gemma3_vision(dest: Path, gemma_dir: Path, seed: int = 0) -> Path:
     """Build (once) a Gemma3ForConditionalGeneration with a 2-layer text model and a 2-layer SigLIP tower."""
+    return ensure_built(dest, lambda out: _build(out, gemma_dir, seed), KIT_VERSION)
+
+
+def ensure_built(dest: Path, build: Callable[[Path], None], version: int) -> Path:
+    """`dest`, built by `build` into a staging folder and moved in whole, unless this version is there already."""
     marker = dest / ".testkit.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("version") == KIT_VERSION:
+    if marker.is_file() and json.loads(marker.read_text()).get("version") == version:
         return dest
     tmp = dest.parent / f".staging-{dest.name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    _build(tmp, gemma_dir, seed)
-    (tmp / ".testkit.json").write_text(json.dumps({"version": KIT_VERSION, "seed": seed}))
+    build(tmp)
+    (tmp / ".testkit.json").write_text(json.dumps({"version": version}))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest

@@ -126,6 +126,12 @@ def arguments(call: ToolCall) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def closed(schema: dict) -> dict:
+    """A parameters schema whose calls name no parameter it does not list, unless it says otherwise: what a
+    constrained call holds to (OpenAI's strict mode asks the same), so a model cannot invent arguments."""
+    return schema if "additionalProperties" in schema else {**schema, "additionalProperties": False}
+
+
 def with_defs(schema: dict, root: dict) -> dict:
     """A property's schema on its own, still able to follow `$ref`s into its root's `$defs` (pydantic's)."""
     defs = {k: root[k] for k in ("$defs", "definitions") if k in root}

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from gemmacli.runners.grammar import json_literal
-from gemmacli.runners.tools import MAX_CALLS, arguments, call_names, offered, openai_tools
+from gemmacli.runners.tools import MAX_CALLS, arguments, call_names, closed, offered, openai_tools
 from gemmacli.types import Message, ToolCall, ToolUse
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
@@ -46,7 +46,7 @@ class Hermes:
         choices = [
             {
                 "type": "object",
-                "properties": {"name": {"const": t.name}, "arguments": json.loads(t.parameters)},
+                "properties": {"name": {"const": t.name}, "arguments": closed(json.loads(t.parameters))},
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
             }

@@ -171,3 +171,18 @@ def http(server):
 
     with httpx.Client(base_url=server, timeout=120) as client:
         yield client
+
+
+@pytest.fixture
+def cli():
+    """`gemmacli ARGS` through Typer's CliRunner: cli("chat", "hi", "-q") -> its Result (stdout, stderr apart)."""
+    from typer.testing import CliRunner
+
+    from gemmacli.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input)
+
+    return invoke

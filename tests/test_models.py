@@ -21,6 +21,53 @@ def test_catalog_has_the_demo_models_with_tasks(catalog):
     assert catalog.by_hub_id("google/gemma-3-4b-it").vision
 
 
+GEMMA_3N_4 = {
+    "gemma-3n-e2b-it": ("google/gemma-3n-E2B-it", "text image audio", 32768, "gemma3n:e2b"),
+    "gemma-3n-e4b-it": ("google/gemma-3n-E4B-it", "text image audio", 32768, "gemma3n:e4b"),
+    "gemma-4-e2b-it": ("google/gemma-4-E2B-it", "text image audio video", 131072, "gemma4:e2b"),
+    "gemma-4-e4b-it": ("google/gemma-4-E4B-it", "text image audio video", 131072, "gemma4:e4b"),
+    "gemma-4-12b-it": ("google/gemma-4-12B-it", "text image audio video", 262144, "gemma4:12b"),
+    "gemma-4-26b-a4b-it": ("google/gemma-4-26B-A4B-it", "text image", 262144, "gemma4:26b"),
+    "gemma-4-31b-it": ("google/gemma-4-31B-it", "text image", 262144, "gemma4:31b"),
+}
+
+
+@pytest.mark.parametrize("name", GEMMA_3N_4)
+def test_current_gemmas_with_repo_modalities_context_defaults_and_ollama_alias(catalog, name):
+    hub, modalities, context, alias = GEMMA_3N_4[name]
+    entry = catalog.get(alias)
+    assert (entry.name, entry.hub, " ".join(entry.modalities), entry.context) == (name, hub, modalities, context)
+    d = entry.defaults
+    assert (d.temperature, d.top_p, d.top_k) == (1.0, 0.95, 64) and entry.size_gb
+
+
+def test_the_default_for_media_is_the_smallest_current_reader(catalog):
+    from gemmacli.models.choose import default_chat_model
+
+    assert default_chat_model(catalog, {"text"}) == "gemma-3-270m"
+    assert default_chat_model(catalog, {"text", "image"}).name == "gemma-4-e2b-it"
+    assert default_chat_model(catalog, {"audio", "video"}).name == "gemma-4-e2b-it"
+
+
+def test_the_models_table_fits_80_columns(catalog, paths):
+    import io
+
+    from rich.console import Console
+
+    from gemmacli.cli.render import models_table
+    from gemmacli.models.listing import list_models
+
+    rows = list_models(catalog, paths)
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(models_table(rows))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert sum(1 for line in lines if line.strip().startswith(("gemma", "all-", "whisper", "bge", "embedding"))) == len(
+        [r for r in rows if r["name"].startswith(("gemma", "all-", "whisper", "bge", "embedding"))]
+    )  # one line a model: nothing wraps
+    assert any("text image audio video" in line and "128K" in line for line in lines)
+
+
 def test_gemma_defaults_follow_the_model_card(catalog):
     d = catalog.get("gemma-3-12b-it").defaults
     assert (d.temperature, d.top_p, d.top_k, d.min_p) == (1.0, 0.95, 64, 0.01)

@@ -171,7 +171,8 @@ def test_one_default_model_constant_per_role():
     assert ServerSettings().models == (defaults.DEFAULT_SERVE_MODEL,)
     commands = ("chat", "bench", "smoke", "embed", "transcribe")
     model_default = {name: next(p.default for p in COMMANDS[name].params if p.name == "model") for name in commands}
-    assert model_default["chat"] == model_default["bench"] == model_default["smoke"] == defaults.DEFAULT_CHAT_MODEL
+    assert model_default["bench"] == model_default["smoke"] == defaults.DEFAULT_CHAT_MODEL
+    assert model_default["chat"] is None  # chosen by the inputs: DEFAULT_CHAT_MODEL for text (models/choose.py)
     assert model_default["embed"] == defaults.DEFAULT_EMBED_MODEL
     assert model_default["transcribe"] == defaults.DEFAULT_TRANSCRIBE_MODEL
     from gemmacli.smoke import run_smoke

@@ -19,8 +19,8 @@ from gemmacli.cli.options import (
     QuietOpt,
     model_opt,
 )
-from gemmacli.cli.ui import emit, stdout
-from gemmacli.errors import GemmacliError, InvalidParamError
+from gemmacli.cli.ui import emit, reporting, stderr, stdout
+from gemmacli.errors import GemmacliError, InvalidParamError, ModelUnavailableError
 from gemmacli.models.defaults import DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL, DEFAULT_TRANSCRIBE_MODEL
 from gemmacli.runners import grammar
 from gemmacli.runners.tools import check_tools, read_tools
@@ -38,7 +38,17 @@ from gemmacli.types import GenParams, Message, TextPart, ToolCall, ToolUse
 )
 def chat(
     inputs: Annotated[list[str], typer.Argument(help="Image files, then the prompt ('-' reads stdin).")],
-    model: Annotated[str, model_opt(DEFAULT_CHAT_MODEL, "chat")] = DEFAULT_CHAT_MODEL,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help=f"chat model: catalog alias, Hub repo id, s3:// or gs:// URL, local folder or GGUF. Default: "
+            f"{DEFAULT_CHAT_MODEL} for text; for images, the smallest current model that reads them (Gemma 4 E2B).",
+            envvar="GEMMACLI_CHAT_MODEL",
+            show_default=False,
+        ),
+    ] = None,
     system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate.", min=1)] = None,
     temperature: Annotated[float | None, typer.Option(help="0 = greedy. Default: the model's.", min=0)] = None,
@@ -75,6 +85,7 @@ def chat(
     if raw and (images or system or tools):
         raise GemmacliError("--raw completes plain text: it takes no images, no --system and no --tools")
     tool_use = _tool_use(tools, tool_choice)  # checked before the model loads, like the images
+    model = _chat_model(model, {"text", *(["image"] if images else [])}, quiet)
     params = GenParams(
         max_tokens=max_tokens,
         temperature=temperature,
@@ -96,6 +107,36 @@ def chat(
         content = (*images, TextPart(prompt)) if images else prompt
         deltas = runner.stream([*messages, Message("user", content)], params, tool_use)
     _print_stream(deltas, json_out=json_out, model=runner.name)
+
+
+def _chat_model(named: str | None, inputs: set[str], quiet: bool) -> str:
+    """The model to load: the one named, if it reads `inputs` (as far as the catalog knows); else the default
+    for them, fetched now if it is not here, after one line saying what and how big."""
+    from gemmacli.cli.common import quiet_libraries
+    from gemmacli.models import choose
+    from gemmacli.models.listing import list_models
+    from gemmacli.models.loader import ModelLoader
+
+    loader = ModelLoader()
+    if named is not None:
+        choose.check_reads(loader.catalog.get(named), loader.catalog, inputs)
+        return named
+    choice = choose.default_chat_model(loader.catalog, inputs)
+    if isinstance(choice, str):
+        return choice
+    rows = {row["name"]: row for row in list_models(loader.catalog, loader.paths)}
+    if rows.get(choice.name, {}).get("status") != "ready":
+        if not quiet:
+            stderr.print(choose.announce(choice, inputs))
+        quiet_libraries()
+        try:
+            with reporting(f"downloading {choice.name}", quiet=quiet) as report:
+                loader.prepare(choice.name, task="chat", report=report)
+        except ModelUnavailableError as exc:
+            ready = [n for n, r in rows.items() if r["status"] == "ready" and r["task"] == "chat"]
+            readers = [n for n in ready if inputs <= set(rows[n]["modalities"])]
+            raise choose.unavailable(choice, inputs, readers, exc.message) from None
+    return choice.name
 
 
 def _tool_use(path: Path | None, choice: str) -> ToolUse | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
 
 from gemmacli.types import Embeddings
@@ -37,13 +38,21 @@ def embeddings_table(texts: list[str], result: Embeddings) -> Table:
 
 
 def models_table(rows: list[dict]) -> Table:
-    table = Table(title="models")
-    for column in ("name", "task", "status"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("source", overflow="fold")
-    table.add_column("description", overflow="fold", ratio=1)
+    """One line a model, narrow enough for 80 columns: what it is, what it takes, whether it is here. Sources and
+    descriptions are in `--json`."""
+    table = Table(title="models", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    for column in ("name", "task", "takes"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    table.add_column("context", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     style = {"ready": "green", "loaded": "green", "demo": "cyan", "loading": "cyan", "download": "dim"}
     for row in rows:
         status = f"[{style.get(row['status'], '')}]{row['status']}[/]"
-        table.add_row(row["name"], row["task"], status, row["source"], row["description"])
+        takes = " ".join(row.get("modalities") or ())
+        table.add_row(row["name"], row["task"], takes, _tokens(row.get("context")), status)
     return table
+
+
+def _tokens(count: int | None) -> str:
+    """128K, as model cards write context windows."""
+    return "" if not count else f"{count // 1024}K" if count % 1024 == 0 else str(count)

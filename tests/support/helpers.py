@@ -102,3 +102,11 @@ def sse_events(body: bytes) -> list[bytes]:
     events = body[:-2].split(b"\n\n")
     assert all(e.startswith(b"data: ") for e in events), events
     return [e.removeprefix(b"data: ") for e in events]
+
+
+def assert_one_error_line(result, pattern: str, code: int = 1) -> None:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in result.output

@@ -27,6 +27,8 @@ SAMPLE_RATE = 16_000
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 AUDIO_RATES = (1_000, 384_000)  # sample rates anyone records at; the header's claim is refused outside them
 MAX_RESAMPLE_FACTOR = 1000  # up/down factors above this make resample_poly's filter huge (2 GHz: 298 GiB)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")  # what soundfile decodes
+AUDIO_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"ID3\x03", b"ID3\x04")
 BLOCK_SAMPLES = 1 << 20  # samples (frames x channels) read at a time: 4 MB of float32
 
 
@@ -150,6 +152,20 @@ def _check_audio_header(claimed: int, rate: int, channels: int, limits: MediaLim
 
 def load_audio(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> AudioPart:
     return decode_audio(read_file(path, "audio"), limits, name=f"audio {Path(path).name}")
+
+
+def load_media(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> ImagePart | AudioPart:
+    """A file named on the command line: audio by its extension (or its header: RIFF, fLaC, OggS, ID3),
+    else an image."""
+    data = read_file(path, "media")
+    name = Path(path).name
+    if Path(path).suffix.lower() in AUDIO_SUFFIXES or data[:4] in AUDIO_MAGIC:
+        return decode_audio(data, limits, name=f"audio {name}")
+    return decode_image(data, limits, name=f"image {name}")
+
+
+def media_kind(part: ImagePart | AudioPart) -> str:
+    return "audio" if isinstance(part, AudioPart) else "image"
 
 
 def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:

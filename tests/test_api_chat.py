@@ -253,6 +253,11 @@ def _content(*parts) -> list[dict]:
     return [{"role": "user", "content": [*parts, {"type": "text", "text": "describe"}]}]
 
 
+def _seen(*parts) -> dict:
+    """A chat with `parts` to the model that reads images."""
+    return _chat(model="tiny-gemma3-vision", messages=_content(*parts))
+
+
 def _image(url: str) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
@@ -274,9 +279,13 @@ ERRORS = {
     "tool without id": (_chat(messages=[{"role": "tool", "content": "x"}]), 400, "messages[0].tool_call_id"),
     "unknown part type": (_chat(messages=_content({"type": "video"})), 400, "messages[0].content[0].type"),
     "roles not alternating": (_chat(messages=USER + USER), 400, "messages"),
-    "http image url": (_chat(messages=_content(_image("https://example.com/a.png"))), 400, IMG),
-    "file url": (_chat(messages=_content(_image("file:///etc/passwd"))), 400, IMG),
-    "broken base64": (_chat(messages=_content(_image("data:image/png;base64,!!notbase64"))), 400, IMG),
+    "http image url": (
+        _seen(_image("https://example.com/a.png")),
+        400,
+        IMG,
+    ),
+    "file url": (_seen(_image("file:///etc/passwd")), 400, IMG),
+    "broken base64": (_seen(_image("data:image/png;base64,!!notbase64")), 400, IMG),
 }
 
 
@@ -290,12 +299,13 @@ def test_errors_have_openai_shape_and_the_server_stays_up(http, body, status, pa
 
 
 def test_media_errors_name_what_is_wrong(http, images, audio):
-    corrupt = _chat(messages=_content(_image(data_url(images / "corrupt.png"))))
+    corrupt = _seen(_image(data_url(images / "corrupt.png")))
     assert assert_openai_error(http.post("/v1/chat/completions", json=corrupt), 400, IMG)["code"] == "invalid_media"
-    truncated = _chat(messages=_content(_image(data_url(images / "truncated.jpg", "image/jpeg"))))
+    truncated = _seen(_image(data_url(images / "truncated.jpg", "image/jpeg")))
     assert "truncated" in assert_openai_error(http.post("/v1/chat/completions", json=truncated), 400, IMG)["message"]
     to_text_model = _chat(messages=_content(_image(data_url(images / "red_circle_64.png"))))
-    assert "text-only" in assert_openai_error(http.post("/v1/chat/completions", json=to_text_model), 400)["message"]
+    refused = assert_openai_error(http.post("/v1/chat/completions", json=to_text_model), 400, "messages[0].content[0]")
+    assert refused["message"] == "model gemma-3-270m cannot read image (it takes text)"
     wav = base64.b64encode((audio / "hello_world.wav").read_bytes()).decode()
     speech = _chat(messages=_content({"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}}))
     assert MODEL in assert_openai_error(http.post("/v1/chat/completions", json=speech), 400)["message"]

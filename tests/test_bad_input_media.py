@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from support.badinput import (
     CHAT,
+    HEARS,
     LIMITS,
     VISION,
     b64,
@@ -40,6 +41,11 @@ def image(url) -> dict:
 
 def audio(data: str) -> dict:
     return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
+
+
+def heard(*content: dict) -> dict:
+    """A chat request to a model that takes audio."""
+    return request(*content, model=HEARS)
 
 
 def request(*content: dict, role: str = "user", model: str = VISION) -> dict:
@@ -105,7 +111,10 @@ IMAGES = [
         "invalid_parameter",
     ),
     case(
-        "image to a text-only model", request(image(data_url(png(8, 8))), model=CHAT), "messages", "unsupported_input"
+        "image to a text-only model",
+        request(image(data_url(png(8, 8))), model=CHAT),
+        "messages[0].content[0]",
+        "unsupported_input",
     ),
 ]
 
@@ -118,35 +127,46 @@ def test_a_bad_image_is_a_400_naming_the_part(client, body, param, code):
 
 
 AUDIOS = [
-    case("empty audio", request(audio("")), AUDIO),
-    case("corrupt audio", request(audio(b64(bytes(range(256)) * 8))), AUDIO),
-    case("png sent as audio", request(audio(b64(png(8, 8)))), AUDIO),
-    case("header-only wav", request(audio(b64(sound(1)[:44]))), AUDIO),
-    case("bad base64 audio", request(audio("%%%")), AUDIO, "invalid_parameter"),
-    case("audio over the byte limit", request(audio(b64(sound(12)))), AUDIO),
-    case("flac claiming ten hours", request(audio(b64(flac_claiming(36_000)))), AUDIO),
-    case("flac really a minute long", request(audio(b64(sound(60, fmt="FLAC")))), AUDIO),
-    case("wav claiming a 2 GHz rate", request(audio(b64(wav_claiming_rate(2_000_000_000)))), AUDIO),
-    case("wav claiming a 1 Hz rate", request(audio(b64(wav_claiming_rate(1)))), AUDIO),
+    case("empty audio", heard(audio("")), AUDIO),
+    case("corrupt audio", heard(audio(b64(bytes(range(256)) * 8))), AUDIO),
+    case("png sent as audio", heard(audio(b64(png(8, 8)))), AUDIO),
+    case("header-only wav", heard(audio(b64(sound(1)[:44]))), AUDIO),
+    case("bad base64 audio", heard(audio("%%%")), AUDIO, "invalid_parameter"),
+    case("audio over the byte limit", heard(audio(b64(sound(12)))), AUDIO),
+    case("flac claiming ten hours", heard(audio(b64(flac_claiming(36_000)))), AUDIO),
+    case("flac really a minute long", heard(audio(b64(sound(60, fmt="FLAC")))), AUDIO),
+    case("wav claiming a 2 GHz rate", heard(audio(b64(wav_claiming_rate(2_000_000_000)))), AUDIO),
+    case("wav claiming a 1 Hz rate", heard(audio(b64(wav_claiming_rate(1)))), AUDIO),
     case(
         "audio_url with an image type",
-        request({"type": "audio_url", "audio_url": data_url(sound(1), "image/png")}),
+        heard({"type": "audio_url", "audio_url": data_url(sound(1), "image/png")}),
         AUDIO_URL,
     ),
-    case("audio_url not a data url", request({"type": "audio_url", "audio_url": {"url": "ftp://x/a.wav"}}), AUDIO_URL),
+    case("audio_url not a data url", heard({"type": "audio_url", "audio_url": {"url": "ftp://x/a.wav"}}), AUDIO_URL),
     case(
         "input_audio without data",
-        request({"type": "input_audio", "input_audio": {}}),
+        heard({"type": "input_audio", "input_audio": {}}),
         "messages[0].content[0].input_audio.data",
         "invalid_value",
     ),
     case(
         "two clips over the limit of one",
-        request(audio(b64(sound(1))), audio(b64(sound(1)))),
+        heard(audio(b64(sound(1))), audio(b64(sound(1)))),
         "messages[0].content[1]",
         "invalid_parameter",
     ),
-    case("valid audio to a model without audio", request(audio(b64(sound(1)))), "messages", "unsupported_input"),
+    case(
+        "valid audio to a model without audio",
+        request(audio(b64(sound(1))), model=CHAT),
+        "messages[0].content[0]",
+        "unsupported_input",
+    ),
+    case(
+        "an audio format that is not one",
+        request({"type": "input_audio", "input_audio": {"data": b64(sound(1)), "format": "aiff"}}),
+        "messages[0].content[0].input_audio.format",
+        "invalid_value",
+    ),
 ]
 
 

@@ -30,9 +30,9 @@ CHAT = {
     "tools": (chat(tools=[{"type": "function", "function": {"name": "f f"}}]), "tools[0].function.name"),
     "json schema": (chat(response_format={"type": "json_schema", "json_schema": {"schema": 1}}), SCHEMA),
     "too many stop strings": (chat(stop=["x"] * 17), "stop"),
-    "an image that is no image": (
+    "an image to a text-only model": (
         chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": NOT_AN_IMAGE}}]}]),
-        "messages[0].content[0].image_url",
+        "messages[0].content[0]",
     ),
 }
 COMPLETIONS = {

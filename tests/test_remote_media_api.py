@@ -18,13 +18,14 @@ from gemmacli.media import MediaLimits
 
 pytestmark = pytest.mark.slow
 MODEL = "tiny-gemma3-vision"
+HEARS = "fake-chat-with-audio"
 IMG = "messages[0].content[0].image_url"
 
 
 def chat(url: str, kind: str = "image_url") -> dict:
     part = {"type": kind, kind: {"url": url}}
     return {
-        "model": MODEL,
+        "model": MODEL if kind == "image_url" else HEARS,
         "max_tokens": 1,
         "temperature": 0,
         "messages": [{"role": "user", "content": [part, {"type": "text", "text": "describe"}]}],
@@ -38,11 +39,15 @@ def media():
 
 
 def serve(vision_runner, **settings):
+    from support.fakes import FakeChatRunner
+
     from gemmacli.server import create_app
     from gemmacli.server.loaded import LoadedModel
     from gemmacli.server.settings import ServerSettings
 
-    app = create_app(ServerSettings(**settings), models=[LoadedModel(MODEL, vision_runner)])
+    hears = FakeChatRunner(HEARS)  # takes audio, so an audio URL reaches the fetcher's checks
+    hears.modalities = ("text", "audio")
+    app = create_app(ServerSettings(**settings), models=[LoadedModel(MODEL, vision_runner), LoadedModel(HEARS, hears)])
     app.state["services"].media_limits = MediaLimits(max_image_bytes=100_000)  # small, so "oversized" is quick
     return LiveServer(app)
 

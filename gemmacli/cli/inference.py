@@ -31,20 +31,22 @@ from gemmacli.types import GenParams, Message, TextPart, ToolCall, ToolUse
     epilog="""[b]Examples[/]\n
   gemmacli chat "Write a haiku about the sea"\n
   gemmacli chat photo.jpg "What is in this picture?" -m gemma-3-4b-it\n
+  gemmacli chat meeting.wav "Summarise this" -m gemma-4-e4b-it\n
   cat notes.txt | gemmacli chat - -s "Summarise in three bullets" --max-tokens 200\n
   gemmacli chat --raw "Monday, Tuesday," --temperature 0 --max-tokens 8\n
   gemmacli chat "Weather in Paris?" --tools tools.json --tool-choice required\n
   gemmacli chat "A cat, as JSON" --schema pet.schema.json"""
 )
 def chat(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, then the prompt ('-' reads stdin).")],
+    inputs: Annotated[list[str], typer.Argument(help="Image and audio files, then the prompt ('-' reads stdin).")],
     model: Annotated[
         str | None,
         typer.Option(
             "--model",
             "-m",
             help=f"chat model: catalog alias, Hub repo id, s3:// or gs:// URL, local folder or GGUF. Default: "
-            f"{DEFAULT_CHAT_MODEL} for text; for images, the smallest current model that reads them (Gemma 4 E2B).",
+            f"{DEFAULT_CHAT_MODEL} for text; for images, audio or video, the smallest current model that reads "
+            "them (Gemma 4 E2B).",
             envvar="GEMMACLI_CHAT_MODEL",
             show_default=False,
         ),
@@ -76,16 +78,16 @@ def chat(
     multi_gpu: MultiGpuOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Chat with a Gemma 3 model about text and images; the answer streams to stdout."""
-    from gemmacli.media import load_image
+    """Chat with a Gemma model about text, images and audio; the answer streams to stdout."""
+    from gemmacli.media import load_media, media_kind
 
     *media, prompt = inputs
     prompt = read_prompt(prompt)
-    images = [load_image(p) for p in media]  # decode before loading the model: bad files fail fast
-    if raw and (images or system or tools):
-        raise GemmacliError("--raw completes plain text: it takes no images, no --system and no --tools")
-    tool_use = _tool_use(tools, tool_choice)  # checked before the model loads, like the images
-    model = _chat_model(model, {"text", *(["image"] if images else [])}, quiet)
+    parts = [load_media(p) for p in media]  # decoded before the model loads: bad files fail fast
+    if raw and (parts or system or tools):
+        raise GemmacliError("--raw completes plain text: it takes no media, no --system and no --tools")
+    tool_use = _tool_use(tools, tool_choice)  # checked before the model loads, like the media
+    model = _chat_model(model, {"text", *map(media_kind, parts)}, quiet)
     params = GenParams(
         max_tokens=max_tokens,
         temperature=temperature,
@@ -104,7 +106,7 @@ def chat(
         deltas = runner.stream_text(prompt, params)
     else:
         messages = [Message("system", system)] if system else []
-        content = (*images, TextPart(prompt)) if images else prompt
+        content = (*parts, TextPart(prompt)) if parts else prompt
         deltas = runner.stream([*messages, Message("user", content)], params, tool_use)
     _print_stream(deltas, json_out=json_out, model=runner.name)
 

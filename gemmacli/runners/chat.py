@@ -76,6 +76,13 @@ class ChatRunner:
         return cls(model.eval(), processor, name=name, defaults=defaults, placement=placement)
 
     @property
+    def modalities(self) -> tuple[str, ...]:
+        """What it takes in, from its config: text, and images and audio where it has their encoders."""
+        config = self.model.config
+        encoders = (("image", "vision_config"), ("audio", "audio_config"))
+        return ("text", *(kind for kind, key in encoders if getattr(config, key, None) is not None))
+
+    @property
     def defaults(self) -> GenParams:
         return self.decoder.defaults
 

@@ -94,6 +94,14 @@ class ModelManager:
         key = name.strip().lower()
         return next((m for m in self._models.values() if key in m.names), None)
 
+    def reads(self, name: str) -> set[str] | None:
+        """What the model `name` takes in, as far as is known without loading it: a loaded model's runner says,
+        else its catalog entry; None when neither knows (its runner checks once loaded)."""
+        if (found := self.find(name)) is not None:
+            return set(getattr(found.runner, "modalities", ())) or None
+        entry = self.loader.catalog.get(name) if self.loader is not None else None
+        return set(entry.modalities) if entry is not None else None
+
     def loaded(self) -> list[LoadedModel]:
         return list(self._models.values())
 

@@ -23,6 +23,7 @@ CHAT = "gemma-3-270m"
 VISION = "tiny-gemma3-vision"
 EMBED = "all-minilm-l6-v2"
 WHISPER = "whisper-tiny.en"
+HEARS = "fake-chat-with-audio"
 KEY = "bad-input-key"
 LIMITS = dict(
     max_body_bytes=2_000_000,
@@ -49,10 +50,16 @@ def small_app(served):
     """The real app over the session's runners, with an API key and the small LIMITS; yields an httpx client
     that sends the key. Runners are not thread-safe: the session server must be idle meanwhile (it is)."""
     from gemmacli.server import create_app
+    from gemmacli.server.loaded import LoadedModel
     from gemmacli.server.settings import ServerSettings
+    from support.fakes import FakeChatRunner
     from support.liveserver import LiveServer
 
-    app = create_app(ServerSettings(api_keys=(KEY,), warmup=False, **LIMITS), models=served())
+    # A model that takes audio, so bad audio reaches the decoding checks (a real one would only answer after them).
+    hears = FakeChatRunner(HEARS)
+    hears.modalities = ("text", "audio")
+    models = [*served(), LoadedModel(HEARS, hears)]
+    app = create_app(ServerSettings(api_keys=(KEY,), warmup=False, **LIMITS), models=models)
     auth = {"Authorization": f"Bearer {KEY}"}
     with LiveServer(app) as live, httpx.Client(base_url=live.url, headers=auth, timeout=60) as client:
         yield client

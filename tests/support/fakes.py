@@ -144,6 +144,8 @@ def _script(seq: Seq) -> tuple[torch.Tensor, int]:
 class FakeChatRunner(ChatRunner):
     """A chat runner over a FakeDecoder: the real generate/stream code, a whitespace "chat template"."""
 
+    modalities = ("text",)
+
     def __init__(
         self, name: str = "fake-chat", *, context_length: int = 256, defaults: GenParams = GenParams(), delay=0.0
     ):

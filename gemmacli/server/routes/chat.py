@@ -21,6 +21,7 @@ async def chat_completions(data: ChatCompletionRequest, services: Services, requ
     # The whole request is checked, and its media decoded, before a model is loaded or waited for.
     data.check_limits(services.request_limits)  # counts images and text before any is decoded
     params, tools = data.to_params(), data.to_tools()
+    data.check_reads(services.models.reads(data.model), data.model)
     messages = await _messages(data, services)
     model = await services.models.acquire(data.model, "chat", request.scope)
     runner = model.runner

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from gemmacli.errors import InvalidParamError, MediaError
+from gemmacli.errors import InvalidParamError, MediaError, UnsupportedInputError
 from gemmacli.media import MediaLimits, decode_audio, decode_image
 from gemmacli.server.remote_media import RemoteMedia
 from gemmacli.server.schema.common import Usage, decode_base64, decode_data_url, new_id, now
@@ -53,7 +53,8 @@ class ImageContent(Struct, tag_field="type", tag="image_url"):
 
 class InputAudio(Struct):
     data: str  # base64
-    format: str | None = None  # soundfile sniffs the container itself
+    # OpenAI's wav and mp3, and the other containers soundfile reads; it sniffs the bytes itself, the name is checked
+    format: Literal["wav", "mp3", "flac", "ogg"] | None = None
 
 
 class AudioContent(Struct, tag_field="type", tag="input_audio"):
@@ -105,6 +106,18 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
                 unsupported(f"messages[{i}].tool_call_id", "a tool message needs the tool_call_id it answers")
             if message.tool_calls and message.role != "assistant":
                 unsupported(f"messages[{i}].tool_calls", "only assistant messages carry tool_calls")
+
+    def check_reads(self, reads: set[str] | None, model: str) -> None:
+        """Before any media is decoded: a part the model cannot take in is a 400 naming it."""
+        kinds = {ImageContent: "image", AudioContent: "audio", AudioURLContent: "audio"}
+        for i, message in enumerate(self.messages):
+            for j, part in enumerate(message.content if isinstance(message.content, list) else ()):
+                kind = kinds.get(type(part))
+                if reads is not None and kind is not None and kind not in reads:
+                    raise UnsupportedInputError(
+                        f"model {model} cannot read {kind} (it takes {', '.join(sorted(reads))})",
+                        param=f"messages[{i}].content[{j}]",
+                    )
 
     def to_tools(self) -> ToolUse | None:
         """The tools the model may call, checked; None when it is not to call any."""

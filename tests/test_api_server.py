@@ -141,10 +141,11 @@ def test_bad_setting_values_are_one_clear_error():
 class BrokenChatRunner(FakeRunner):
     """Fails the way a bug would, with a path in its message that must not reach the client."""
 
-    def encode_chat(self, messages):
+    def encode_chat(self, messages, tools=None):
         raise RuntimeError("failure in /opt/secret/gemmacli/runners/chat.py line 42")
 
-    encode_text = encode_chat
+    def encode_text(self, prompt):
+        return self.encode_chat([])
 
 
 def test_a_runner_bug_is_a_500_without_internals_and_the_server_keeps_serving():

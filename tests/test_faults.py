@@ -83,10 +83,10 @@ class FaultyChat:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def encode_chat(self, messages):
+    def encode_chat(self, messages, tools=None):
         if "explode" in str(messages[-1].content):
             raise RuntimeError(FAILURE)
-        return self.inner.encode_chat(messages)
+        return self.inner.encode_chat(messages, tools)
 
 
 class FaultyEmbed:

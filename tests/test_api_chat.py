@@ -328,3 +328,10 @@ def test_the_official_client_raises_bad_request_with_the_param(openai_client):
     with pytest.raises(openai.NotFoundError) as err:
         openai_client.chat.completions.create(model="nope", messages=USER, stream=True)
     assert err.value.body["code"] == "model_not_found"
+
+
+def test_model_cards_say_what_each_model_takes_in(http):
+    cards = {card["id"]: card for card in http.get("/v1/models").json()["data"]}
+    assert cards["gemma-3-270m"]["modalities"] == ["text"]
+    assert cards["tiny-gemma3-vision"]["modalities"] == ["text", "image"]
+    assert http.get("/v1/models/tiny-gemma3-vision").json()["modalities"] == ["text", "image"]

@@ -135,6 +135,7 @@ def _served_row(card: dict) -> dict:
     return {
         "name": card["id"],
         "task": card.get("task", ""),
+        "modalities": card.get("modalities", []),
         "status": card.get("status", "loaded"),
         "source": source,
         "description": "",

@@ -27,8 +27,9 @@ def metrics(services: Services) -> bytes:
     return services.metrics.render()
 
 
-def model_card(view: ModelView) -> dict:
-    """OpenAI's model object, plus our `task` and `status` (loaded, loading or available: loads on first use)."""
+def model_card(view: ModelView, reads: set[str] | None = None) -> dict:
+    """OpenAI's model object, plus our `task`, `status` (loaded, loading or available: loads on first use) and,
+    where known, `modalities`: what it takes in."""
     model = view.model
     created = model.created if model is not None else 0
     card = {
@@ -41,13 +42,16 @@ def model_card(view: ModelView) -> dict:
     }
     if model is not None and model.dimensions is not None:
         card["dimensions"] = model.dimensions
+    if reads:
+        card["modalities"] = [kind for kind in ("text", "image", "audio", "video") if kind in reads]
     return card
 
 
 @get("/v1/models")
 async def list_models(services: Services) -> dict:
     """Loaded models first; then, with --load-on-demand, every model this machine can load without a download."""
-    return {"object": "list", "data": [model_card(v) for v in await services.models.views()]}
+    views = await services.models.views()
+    return {"object": "list", "data": [model_card(v, services.models.reads(v.id)) for v in views]}
 
 
 @get("/v1/models/{model_id:path}")
@@ -56,4 +60,4 @@ async def get_model(services: Services, model_id: str) -> dict:
     view = await services.models.view(name)
     if view is None:
         raise ModelNotFoundError(f"model {name!r} is not served", param="model")
-    return model_card(view)
+    return model_card(view, services.models.reads(view.id))

@@ -137,6 +137,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     image_tokens: int = 0
+    reasoning_tokens: int = 0  # of the completion tokens, those spent thinking
 
     @property
     def total_tokens(self) -> int:
@@ -167,6 +168,7 @@ class Delta:
     usage: Usage | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()  # calls parsed whole since the previous delta
+    reasoning: str = ""  # a thinking model's thoughts, never part of `text`
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,7 @@ class Completion:
     usage: Usage
     logprobs: tuple[TokenLogprob, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str = ""
 
 
 @dataclass(frozen=True)

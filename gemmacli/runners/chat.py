@@ -210,15 +210,16 @@ class ChatRunner:
 
 def collect(deltas: Iterator[Delta]) -> Completion:
     """Join a stream into one Completion."""
-    parts, ids, logprobs, calls = [], [], [], []
+    parts, ids, logprobs, calls, thoughts = [], [], [], [], []
     for d in deltas:
         parts.append(d.text)
         ids.extend(d.token_ids)
         logprobs.extend(d.logprobs)
         calls.extend(d.tool_calls)
+        thoughts.append(d.reasoning)
         if d.finish_reason is not None:
-            text = "".join(parts)
-            return Completion(text, tuple(ids), d.finish_reason, d.usage, tuple(logprobs), tuple(calls))
+            text, thought = "".join(parts), "".join(thoughts)
+            return Completion(text, tuple(ids), d.finish_reason, d.usage, tuple(logprobs), tuple(calls), thought)
     raise GemmacliError("generation ended without a final delta")
 
 

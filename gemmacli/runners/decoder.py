@@ -75,9 +75,12 @@ class Seq:
                 self.pipeline.logprobs.recorded.pop()
             return [self.finish("stop")]
         piece, stopped = self.pipeline.text(token)
-        calls = self.pipeline.take_calls()
+        calls, thought = self.pipeline.take_calls(), self.pipeline.take_reasoning()
+        logprobs = self.pipeline.take_logprobs
         deltas = (
-            [Delta(piece, (token,), logprobs=self.pipeline.take_logprobs(), tool_calls=calls)] if piece or calls else []
+            [Delta(piece, (token,), logprobs=logprobs(), tool_calls=calls, reasoning=thought)]
+            if piece or calls or thought
+            else []
         )
         if stopped:
             deltas.append(self.finish("stop"))
@@ -91,10 +94,9 @@ class Seq:
         that made calls and stopped is "tool_calls") and the usage."""
         text = self.pipeline.flush()
         self.finish_reason = "tool_calls" if reason == "stop" and self.pipeline.called else reason
-        usage = Usage(self.prompt.length, len(self.tokens), self.prompt.image_tokens)
-        return Delta(
-            text, (), self.finish_reason, usage, self.pipeline.take_logprobs(), tool_calls=self.pipeline.take_calls()
-        )
+        usage = Usage(self.prompt.length, len(self.tokens), self.prompt.image_tokens, self.pipeline.reasoning_tokens)
+        calls, thought = self.pipeline.take_calls(), self.pipeline.take_reasoning()
+        return Delta(text, (), self.finish_reason, usage, self.pipeline.take_logprobs(), calls, reasoning=thought)
 
 
 class Decoder:

@@ -1,7 +1,7 @@
 """A sequence's stages: what runs for it, in order, at every decode step.
 
-    logits stages (penalties, logit bias, grammar mask) -> sampler -> detokenizer -> output stages (stop strings,
-    tool calls)
+    logits stages (penalties, logit bias, grammar mask) -> sampler -> detokenizer -> reasoning splitter ->
+    output stages (stop strings, tool calls)
 
 A logits stage reshapes one row of logits and hears which token was chosen; an output stage sees the
 text each token adds and may hold some back or end the sequence. Each stage is one small class with a
@@ -20,6 +20,7 @@ import torch
 
 from gemmacli.errors import InvalidParamError
 from gemmacli.runners.grammar import GrammarMask
+from gemmacli.runners.reasoning import ReasoningSplitter
 from gemmacli.runners.sampling import Sampler, SamplingConfig
 from gemmacli.runners.text_stream import IncrementalDecoder, StopMatcher
 from gemmacli.runners.tools.stage import PromptTools, ToolCallParser
@@ -149,11 +150,19 @@ class Pipeline:
     outputs: tuple[OutputStage, ...]
     logprobs: Logprobs | None = None
     calls: ToolCallParser | None = None  # also among the outputs
+    reasoning: ReasoningSplitter | None = None  # thinking models: thoughts apart from the answer
 
     @property
     def called(self) -> bool:
         """Whether the sequence made tool calls: it then ends with finish reason "tool_calls"."""
         return self.calls is not None and bool(self.calls.made)
+
+    def take_reasoning(self) -> str:
+        return self.reasoning.take() if self.reasoning is not None else ""
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return self.reasoning.tokens if self.reasoning is not None else 0
 
     def take_calls(self) -> tuple[ToolCall, ...]:
         return self.calls.take() if self.calls is not None else ()
@@ -184,7 +193,8 @@ class Pipeline:
         ]
         detokenizer = IncrementalDecoder(tokenizer, prompt_ids.tolist())
         sampler, recorder = Sampler(config, device), Logprobs.build(params.logprobs, tokenizer)
-        return cls(_present(logits), sampler, detokenizer, _present(outputs), recorder, calls)
+        reasoning = ReasoningSplitter.build(tokenizer)
+        return cls(_present(logits), sampler, detokenizer, _present(outputs), recorder, calls, reasoning)
 
     @property
     def plain_greedy(self) -> bool:
@@ -212,6 +222,9 @@ class Pipeline:
     def text(self, token: int) -> tuple[str, bool]:
         """The text `token` adds once every output stage has seen it, and whether one of them ended the sequence."""
         piece = self.detokenizer.push(token)
+        if self.reasoning is not None:  # thoughts go around the output stages, straight to their own field
+            piece, thought = self.reasoning.route(token, piece)
+            self.reasoning.pending += thought
         for stage in self.outputs:
             piece = stage.feed(piece)
             if stage.stopped:
@@ -220,6 +233,8 @@ class Pipeline:
 
     def flush(self) -> str:
         """What the output stages still hold, in order (each one's held text passes through the stages after it)."""
+        if self.reasoning is not None:
+            self.reasoning.flush()
         text = ""
         for stage in self.outputs:
             text = stage.feed(text) + stage.flush()

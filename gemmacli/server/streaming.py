@@ -116,6 +116,7 @@ class Run:
         ids: list[list[int]] = [[] for _ in range(self.choices)]
         logprobs: list[list[TokenLogprob]] = [[] for _ in range(self.choices)]
         calls: list[list[ToolCall]] = [[] for _ in range(self.choices)]
+        thoughts: list[list[str]] = [[] for _ in range(self.choices)]
         out: dict[int, Completion] = {}
         async with contextlib.aclosing(self.deltas()) as deltas:
             async for index, delta in deltas:
@@ -123,10 +124,13 @@ class Run:
                 ids[index].extend(delta.token_ids)
                 logprobs[index].extend(delta.logprobs)
                 calls[index].extend(delta.tool_calls)
+                thoughts[index].append(delta.reasoning)
                 if delta.finish_reason is not None:
                     text, reason, usage = "".join(parts[index]), delta.finish_reason, delta.usage
-                    made = tuple(calls[index])
-                    out[index] = Completion(text, tuple(ids[index]), reason, usage, tuple(logprobs[index]), made)
+                    made, thought = tuple(calls[index]), "".join(thoughts[index])
+                    out[index] = Completion(
+                        text, tuple(ids[index]), reason, usage, tuple(logprobs[index]), made, thought
+                    )
         return [out[i] for i in sorted(out)]
 
 
@@ -208,4 +212,5 @@ def _add(total: Usage, more: Usage) -> Usage:
         total.prompt_tokens + more.prompt_tokens,
         total.completion_tokens + more.completion_tokens,
         total.image_tokens + more.image_tokens,
+        total.reasoning_tokens + more.reasoning_tokens,
     )

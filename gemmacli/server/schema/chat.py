@@ -237,12 +237,15 @@ class AssistantMessage(Struct, kw_only=True):
     content: str | None  # null when the turn is only tool calls, as OpenAI sends it
     refusal: None = None
     tool_calls: list[ToolCallOut] | UnsetType = UNSET
+    reasoning_content: str | UnsetType = UNSET  # a thinking model's thoughts (vLLM's and DeepSeek's field)
 
     @classmethod
     def build(cls, completion: Completion) -> AssistantMessage:
+        thought = completion.reasoning or UNSET
         if not completion.tool_calls:
-            return cls(content=completion.text)
-        return cls(content=completion.text or None, tool_calls=ToolCallOut.build(completion.tool_calls))
+            return cls(content=completion.text, reasoning_content=thought)
+        calls = ToolCallOut.build(completion.tool_calls)
+        return cls(content=completion.text or None, tool_calls=calls, reasoning_content=thought)
 
 
 class ChatChoice(Struct):
@@ -281,6 +284,8 @@ class ChunkDelta(Struct):
     role: str | UnsetType = UNSET
     content: str | UnsetType = UNSET
     tool_calls: list[ToolCallPiece] | UnsetType = UNSET
+    reasoning_content: str | UnsetType = UNSET
+    reasoning: str | UnsetType = UNSET  # the same thoughts under the name Ollama's clients read
 
 
 class ChunkChoice(Struct):
@@ -328,6 +333,9 @@ class ChatChunks:
         logprobs = ChatLogprobs.build(delta.logprobs) if delta.logprobs else None
         content = ChunkChoice(index, ChunkDelta(content=delta.text), logprobs=logprobs)
         chunks = [self._chunk([content])] if delta.text or logprobs else []
+        if delta.reasoning:
+            thought = ChunkDelta(reasoning_content=delta.reasoning, reasoning=delta.reasoning)
+            chunks.insert(0, self._chunk([ChunkChoice(index, thought)]))
         for call in delta.tool_calls:
             pieces = call_pieces(call, self.calls[index])
             self.calls[index] += 1

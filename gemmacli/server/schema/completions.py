@@ -14,7 +14,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from gemmacli.errors import InvalidParamError
 from gemmacli.runners import grammar
-from gemmacli.server.schema.common import Usage, new_id, now
+from gemmacli.server.schema.common import CompletionTokensDetails, Usage, new_id, now
 from gemmacli.server.schema.limits import RequestLimits, TextBudget, check_count, check_stop
 from gemmacli.server.schema.logprobs import CompletionLogprobs
 from gemmacli.types import Completion, Delta, FinishReason, GenParams
@@ -147,7 +147,8 @@ def finish_reason(reason: FinishReason | None) -> str | None:
 
 
 def wire_usage(usage: NeutralUsage) -> Usage:
-    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+    details = CompletionTokensDetails(usage.reasoning_tokens) if usage.reasoning_tokens else None
+    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, details)
 
 
 # -- /v1/completions

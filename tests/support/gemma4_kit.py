@@ -85,7 +85,7 @@ def _build(out: Path, gemma_dir: Path, seed: int) -> None:
     config = _config(tokenizer)
     torch.manual_seed(seed)
     model = Gemma4ForConditionalGeneration(config).eval()
-    _spread_init(model.model.language_model, seed)
+    spread_init(model.model.language_model, seed)
     model = model.to(torch.bfloat16)
     model.generation_config = _generation_config(tokenizer)
     model.save_pretrained(out)
@@ -156,7 +156,7 @@ def _config(tokenizer):
     )
 
 
-def _spread_init(language_model, seed: int) -> None:
+def spread_init(language_model, seed: int) -> None:
     """At transformers' init (std 0.02) a 64-wide model gives every prompt nearly the same logits, ties within
     float32 rounding. Embeddings of unit norm and linears of std 2/sqrt(fan_in) make prompts continue differently,
     each with a clear winner, so that comparing greedy token streams means something."""

@@ -128,6 +128,33 @@ def test_gemma4_loads_without_a_video_processor_where_torchvision_is_missing(gem
     assert gemma4.processor.image_processor is not None and gemma4.processor.feature_extractor is not None
 
 
+def test_a_video_through_gemma4s_processor_decodes_as_generate_does(gemma4):
+    """gemmacli's messages carry no video yet; the processor takes frames (a (T, H, W, C) uint8 array or a list of
+    PIL images, T at least the video processor's num_frames) and the decoder prefills what it makes."""
+    import numpy as np
+    from transformers.utils import is_torchvision_available
+
+    from gemmacli.runners.chat import collect
+    from gemmacli.runners.decoder import Prompt
+
+    if not is_torchvision_available():
+        pytest.skip("Gemma 4's video processor needs torchvision")
+    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    content = [{"type": "video", "video": frames}, {"type": "text", "text": "What happens?"}]
+    inputs = gemma4.processor.apply_chat_template(
+        [{"role": "user", "content": content}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+    )
+    input_ids, _ = inputs.pop("input_ids"), inputs.pop("attention_mask")
+    assert int((input_ids == gemma4.model.config.video_token_id).sum()) > 0
+    result = collect(gemma4.generate(Prompt(input_ids, dict(inputs)), greedy()))
+    out = gemma4.model.generate(input_ids=input_ids, **inputs, max_new_tokens=6, do_sample=False)
+    assert list(result.token_ids) == [t for t in out[0, input_ids.shape[1] :].tolist() if t not in gemma4.eos_ids]
+
+
 # -- batched decoding: every sequence as if alone
 
 

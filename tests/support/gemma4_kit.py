@@ -17,9 +17,10 @@ from pathlib import Path
 
 from support.testkit import ensure_built
 
-KIT_VERSION = 1
+KIT_VERSION = 2
 SLIDING_WINDOW = 16  # small, so that short prompts already cross it
 MAX_SOFT_TOKENS = 70  # image tokens at most: the smallest budget Gemma 4's image processor takes
+VIDEO = {"max_soft_tokens": MAX_SOFT_TOKENS, "num_frames": 4}  # frames sampled per video (32 by default)
 SPECIAL_TOKENS = {  # Gemma 4's names (its tokenizer_config.json); the processor reads the first six
     "image_token": "<|image|>",
     "boi_token": "<|image>",
@@ -198,7 +199,7 @@ def _save_processor(out: Path, tokenizer) -> None:
             feature_extractor=feature_extractor,
             image_processor=image_processor,
             tokenizer=tokenizer,
-            video_processor=Gemma4VideoProcessor(max_soft_tokens=MAX_SOFT_TOKENS),
+            video_processor=Gemma4VideoProcessor(**VIDEO),
             chat_template=CHAT_TEMPLATE,
             image_seq_length=MAX_SOFT_TOKENS,
         )
@@ -211,7 +212,7 @@ def _save_processor(out: Path, tokenizer) -> None:
             "image_seq_length": MAX_SOFT_TOKENS,
             "image_processor": json.loads(image_processor.to_json_string()),
             "feature_extractor": json.loads(feature_extractor.to_json_string()),
-            "video_processor": {"video_processor_type": "Gemma4VideoProcessor", "max_soft_tokens": MAX_SOFT_TOKENS},
+            "video_processor": {"video_processor_type": "Gemma4VideoProcessor", **VIDEO},
         }
         (out / "processor_config.json").write_text(json.dumps(config, indent=2))
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"), pretty=False)

@@ -6,8 +6,9 @@ double-wide MLPs on those shared layers, a final logit softcap. Its tokenizer is
 gemma-3-270m) with Gemma 4's special tokens added, and its chat template writes Gemma 4's turn format; its
 outputs are meaningless.
 
-Gemma 4's video processor needs torchvision: where torchvision is missing, the folder has no video processor
-and the processor loads without one (see gemmacli/runners/processors.py).
+Gemma 4's video processor needs torchvision even to be built: where torchvision is missing, the folder gets
+its settings written by hand (as on the real checkpoints) and the processor loads without it (see
+gemmacli/runners/processors.py).
 """
 
 from __future__ import annotations
@@ -184,8 +185,7 @@ def _generation_config(tokenizer):
 
 
 def _save_processor(out: Path, tokenizer) -> None:
-    """Processor, image processor, feature extractor, tokenizer and template; the video processor where torchvision
-    is there to build it."""
+    """Processor, image processor, feature extractor, video processor settings, tokenizer and template."""
     from transformers import Gemma4AudioFeatureExtractor, Gemma4Processor
     from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil
     from transformers.utils import is_torchvision_available

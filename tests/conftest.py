@@ -65,6 +65,32 @@ def vision_dir(gemma_dir, paths) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gemma4_dir(gemma_dir, paths) -> Path:
+    from support.gemma4_kit import ensure_tiny_gemma4
+
+    return ensure_tiny_gemma4(paths.home / "testkit" / "tiny-gemma4", gemma_dir)
+
+
+@pytest.fixture(scope="session")
+def gemma3n_dir(gemma_dir, paths) -> Path:
+    """Gemma 3n with its towers: its vision tower is timm's MobileNetV5, so this skips where timm cannot load."""
+    from support.gemma3n_kit import ensure_tiny_gemma3n
+
+    try:
+        import timm  # noqa: F401
+    except Exception as exc:  # missing, or its torchvision does not fit this torch
+        pytest.skip(f"Gemma 3n's vision tower needs timm: {type(exc).__name__}: {exc}")
+    return ensure_tiny_gemma3n(paths.home / "testkit" / "tiny-gemma3n", gemma_dir)
+
+
+@pytest.fixture(scope="session")
+def gemma3n_text_dir(gemma_dir, paths) -> Path:
+    from support.gemma3n_kit import ensure_tiny_gemma3n_text
+
+    return ensure_tiny_gemma3n_text(paths.home / "testkit" / "tiny-gemma3n-text", gemma_dir)
+
+
+@pytest.fixture(scope="session")
 def hermes_dir(gemma_dir, paths) -> Path:
     from support.hermes_kit import ensure_tiny_hermes
 

@@ -1,4 +1,4 @@
-"""ChatRunner: Gemma chat (text, and images on the multimodal checkpoints) through its decoder.
+"""ChatRunner: Gemma chat (text, and images and audio on the multimodal checkpoints) through its decoder.
 
 torch and transformers are imported where a model loads, not at the top: the task table (RUNNERS)
 imports this module, and `gemmacli models` must not pay for torch.
@@ -14,7 +14,7 @@ from gemmacli.device import Placement, cpu_has_native_bf16
 from gemmacli.errors import GemmacliError, InvalidParamError, UnsupportedInputError
 from gemmacli.runners.base import Memory, module_memory
 from gemmacli.runners.tools import tool_format
-from gemmacli.types import Completion, Delta, GenParams, Message, TextPart, ToolUse
+from gemmacli.types import AudioPart, Completion, Delta, GenParams, Message, TextPart, ToolUse
 
 if TYPE_CHECKING:
     from gemmacli.runners.decoder import Decoder, Prompt
@@ -35,6 +35,7 @@ class ChatRunner:
         self.placement = placement
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.vision = getattr(model.config, "vision_config", None) is not None
+        self.audio = getattr(model.config, "audio_config", None) is not None
         self.tool_format = tool_format(model.config.model_type, getattr(self.tokenizer, "chat_template", None))
         self.decoder: Decoder = Decoder(
             model,
@@ -54,25 +55,25 @@ class ChatRunner:
 
     @classmethod
     def load(cls, path: Path, placement: Placement, *, name: str, defaults: GenParams = GenParams()) -> ChatRunner:
-        from transformers import (
-            AutoConfig,
-            AutoModelForCausalLM,
-            AutoModelForImageTextToText,
-            AutoProcessor,
-            AutoTokenizer,
-        )
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
         from gemmacli.runners.cpu_linear import pack_linears
+        from gemmacli.runners.processors import load_processor
 
         config = AutoConfig.from_pretrained(path)
         vision = getattr(config, "vision_config", None) is not None
         model_class = AutoModelForImageTextToText if vision else AutoModelForCausalLM
-        model = model_class.from_pretrained(path, **placement.from_pretrained_kwargs())
+        kwargs = placement.from_pretrained_kwargs()
+        if vision:  # the towers keep their own default: Gemma 4's audio tower has no SDPA, Gemma 3n's vision no flash
+            kwargs["attn_implementation"] = {"text_config": kwargs["attn_implementation"]}
+        model = model_class.from_pretrained(path, **kwargs)
         if not placement.device_map_auto:
             model = model.to(placement.device)
         # CPU only: decode steps stop repacking every weight matrix; bf16 without bf16 instructions computes in fp32
-        pack_linears(model, widen_bf16=not cpu_has_native_bf16())
-        processor = AutoProcessor.from_pretrained(path) if vision else AutoTokenizer.from_pretrained(path)
+        pack_linears(
+            model, widen_bf16=not cpu_has_native_bf16(), only=(model.get_decoder(), model.get_output_embeddings())
+        )
+        processor = load_processor(path) if vision else AutoTokenizer.from_pretrained(path)
         return cls(model.eval(), processor, name=name, defaults=defaults, placement=placement)
 
     @property
@@ -191,9 +192,11 @@ class ChatRunner:
         inputs = inputs.to(self.model.device)
         input_ids = inputs.pop("input_ids")
         inputs.pop("attention_mask", None)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        image_token = getattr(self.model.config, "image_token_index", None)
+        for name in ("pixel_values", "input_features"):  # the towers compute in the model's dtype
+            if name in inputs:
+                inputs[name] = inputs[name].to(self.model.dtype)
+        config = self.model.config  # Gemma 3 names it image_token_index, Gemma 3n and 4 image_token_id
+        image_token = getattr(config, "image_token_id", getattr(config, "image_token_index", None))
         image_tokens = int((input_ids == image_token).sum()) if image_token is not None else 0
         return Prompt(input_ids, dict(inputs), image_tokens, PromptTools(self.tool_format, tools) if tools else None)
 
@@ -202,7 +205,7 @@ class ChatRunner:
             raise InvalidParamError("messages must not be empty", param="messages")
         if any(m.images for m in messages) and not self.vision:
             raise UnsupportedInputError(f"model {self.name} is text-only and cannot read images", param="messages")
-        if any(m.audios for m in messages):
+        if any(m.audios for m in messages) and not self.audio:
             raise UnsupportedInputError(f"model {self.name} cannot read audio", param="messages")
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise UnsupportedInputError(f"model {self.name} has no chat template; use a raw text completion instead")
@@ -230,6 +233,8 @@ def _message_dict(message: Message) -> dict:
     for part in message.content:
         if isinstance(part, TextPart):
             content.append({"type": "text", "text": part.text})
+        elif isinstance(part, AudioPart):
+            content.append({"type": "audio", "audio": part.samples})  # 16 kHz mono, the feature extractors' rate
         else:
             content.append({"type": "image", "image": part.image})
     return {"role": message.role, "content": content}

@@ -58,20 +58,25 @@ def packable(module: torch.nn.Module) -> bool:
     )
 
 
-def pack_linears(model: torch.nn.Module, *, widen_bf16: bool = False) -> int:
+def pack_linears(
+    model: torch.nn.Module, *, widen_bf16: bool = False, only: tuple[torch.nn.Module, ...] | None = None
+) -> int:
     """Swap every packable Linear of `model` for a PackedLinear; returns how many were swapped.
 
     `widen_bf16`: bfloat16 layers compute in float32 (for CPUs without bf16 instructions).
+    `only`: the parts to pack, when not all of them: what decode steps run, not the image and audio towers, which
+    run once per prompt and may read a Linear's `weight` (Gemma 4's patch embedder does).
 
     Weights shared with an embedding (Gemma ties its output projection to them) stay where they are and
     the packed copy comes on top: for Gemma 3 270M in float32, 671 MB more.
     """
     if not torch.backends.mkldnn.is_available():
         return 0
+    allowed = None if only is None else {id(module) for part in only for module in part.modules()}
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if packable(child):
+            if packable(child) and (allowed is None or id(child) in allowed):
                 widen = widen_bf16 and child.weight.dtype == torch.bfloat16
                 setattr(parent, name, PackedLinear(child, widen=widen))
                 swapped += 1

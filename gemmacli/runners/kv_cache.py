@@ -112,7 +112,7 @@ class BatchCache:
         """Add `copies` rows that all hold `cache`: a prompt of `length` positions, prefilled alone (once for
         the n sequences of one prompt)."""
         if copies > 1:
-            for layer in cache.layers:
+            for layer in _holding(cache):
                 layer.keys = layer.keys.repeat(copies, 1, 1, 1)  # (n, H, T, D)
                 layer.values = layer.values.repeat(copies, 1, 1, 1)
         mask = torch.ones((copies, length), dtype=torch.long, device=device)
@@ -125,7 +125,7 @@ class BatchCache:
         width = max(self.mask.shape[1], length)
         _pad_cache(self.cache, width)
         _pad_cache(cache, width)
-        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+        for mine, theirs in zip(_holding(self.cache), _holding(cache), strict=True):
             mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
             mine.values = torch.cat([mine.values, theirs.values], dim=0)
         self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(mask, width)], dim=0)
@@ -161,7 +161,7 @@ def _pad_left(mask: torch.Tensor, length: int) -> torch.Tensor:
 
 def _pad_cache(cache: DynamicCache, length: int) -> None:
     """Left-pad every layer so the buffer covers `length` positions (sliding layers: their window of it)."""
-    for layer in cache.layers:
+    for layer in _holding(cache):
         stored = layer.keys.shape[-2]
         target = min(length, layer.sliding_window - 1) if layer.is_sliding else length
         if target > stored:
@@ -173,10 +173,16 @@ def _pad_cache(cache: DynamicCache, length: int) -> None:
 
 def _trim_cache(cache: DynamicCache, length: int) -> None:
     """Keep only the last `length` positions of the buffer (the columns dropped are padding for every row)."""
-    for layer in cache.layers:
+    for layer in _holding(cache):
         target = min(length, layer.sliding_window - 1) if layer.is_sliding else length
         if layer.keys.shape[-2] > target:
             layer.keys = layer.keys[..., -target:, :]
             layer.values = layer.values[..., -target:, :]
         if layer.is_sliding:
             layer.cumulative_length = length
+
+
+def _holding(cache: DynamicCache) -> list:
+    """The layers that hold keys and values. A KV-sharing layer (Gemma 3n's and Gemma 4's last ones) has a
+    DummyLayer that holds none: it reads the states its source layer computed in the same forward pass."""
+    return [layer for layer in cache.layers if getattr(layer, "keys", None) is not None]

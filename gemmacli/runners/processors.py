@@ -1,0 +1,73 @@
+"""A multimodal chat model's processor, even where its video processor cannot be built.
+
+Gemma 4's processor holds a video processor, and transformers builds video processors with torchvision only:
+without torchvision, `AutoProcessor` fails on every Gemma 4 checkpoint, for images and audio too. There the
+processor is put together from its other parts and reads no video; with torchvision nothing changes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+VIDEO = "video_processor"
+
+
+def load_processor(path: Path):
+    """`AutoProcessor.from_pretrained(path)`, or the same processor without its video processor when only that
+    part needs torchvision, which is not installed."""
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    try:
+        return AutoProcessor.from_pretrained(path)
+    except (ImportError, OSError):
+        base = None if is_torchvision_available() else _processor_class(path)
+        if base is None or VIDEO not in base.get_attributes():
+            raise
+    return _without_video(base, path)
+
+
+def _processor_class(path: Path):
+    import transformers
+
+    config = path / "processor_config.json"
+    name = json.loads(config.read_text()).get("processor_class") if config.is_file() else None
+    return getattr(transformers, name, None) if name else None
+
+
+def _without_video(base, path: Path):
+    """An instance of `base` built from the folder's other parts, its video processor None."""
+    from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer
+
+    loaders = {
+        "tokenizer": AutoTokenizer,
+        "image_processor": AutoImageProcessor,
+        "feature_extractor": AutoFeatureExtractor,
+    }
+    names = [name for name in base.get_attributes() if name != VIDEO]
+    parts = {name: loaders[name].from_pretrained(path) for name in names}
+    settings = json.loads((path / "processor_config.json").read_text())
+    settings = {key: value for key, value in settings.items() if key not in (*base.get_attributes(), "processor_class")}
+    processor = _class_without_video(base)(**parts, video_processor=None, **settings)
+    if processor.chat_template is None:  # saved beside the tokenizer's, in chat_template.jinja
+        processor.chat_template = parts["tokenizer"].chat_template
+    return processor
+
+
+def _class_without_video(base):
+    """`base`, whose parts are checked and set by ProcessorMixin, with the video processor left out of them."""
+    from transformers.processing_utils import ProcessorMixin
+
+    class DropVideo(ProcessorMixin):
+        def __init__(self, *args, video_processor=None, **kwargs):
+            self.video_processor = None
+            super().__init__(*args, **kwargs)
+
+    class WithoutVideo(base, DropVideo):
+        @classmethod
+        def get_attributes(cls):
+            return [name for name in base.get_attributes() if name != VIDEO]
+
+    WithoutVideo.__name__ = WithoutVideo.__qualname__ = base.__name__
+    return WithoutVideo

@@ -141,7 +141,7 @@ def test_bad_setting_values_are_one_clear_error():
 class BrokenChatRunner(FakeRunner):
     """Fails the way a bug would, with a path in its message that must not reach the client."""
 
-    def encode_chat(self, messages, tools=None):
+    def encode_chat(self, messages, tools=None, **kw):
         raise RuntimeError("failure in /opt/secret/gemmacli/runners/chat.py line 42")
 
     def encode_text(self, prompt):

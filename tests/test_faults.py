@@ -83,10 +83,10 @@ class FaultyChat:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def encode_chat(self, messages, tools=None):
+    def encode_chat(self, messages, tools=None, **kw):
         if "explode" in str(messages[-1].content):
             raise RuntimeError(FAILURE)
-        return self.inner.encode_chat(messages, tools)
+        return self.inner.encode_chat(messages, tools, **kw)
 
 
 class FaultyEmbed:

@@ -227,3 +227,21 @@ def test_batched_logits_match_the_prompt_and_output_in_one_pass(no_eos):
         expected = torch.log_softmax(logits, dim=-1)
         chosen = expected[torch.arange(len(seq.tokens)), torch.tensor(seq.tokens)]
         torch.testing.assert_close(torch.tensor(got[seq]), chosen, rtol=0, atol=1e-4)
+
+
+def test_gemma4_thinking_is_turned_on_in_the_template_and_split_from_the_answer(gemma4):
+    """enable_thinking puts <|think|> in the system turn; a reply that thinks (held to the channel's shape by a
+    grammar, since random weights would not think on their own) has its thoughts apart, and counted."""
+    from gemmacli.runners import grammar
+    from gemmacli.runners.chat import collect
+
+    messages = [Message("user", "Why is the sky blue?")]
+    on = gemma4.tokenizer.decode(gemma4.encode_chat(messages, thinking=True).input_ids[0])
+    off = gemma4.tokenizer.decode(gemma4.encode_chat(messages, thinking=False).input_ids[0])
+    assert "<|think|>" in on and "<|think|>" not in off
+    opens, closes = (gemma4.tokenizer.convert_tokens_to_ids(t) for t in ("<|channel>", "<channel|>"))
+    shape = f'start: <[{opens}]> "thought\\n" /[a-z]{{2,8}}/ <[{closes}]> /[a-z]{{2,8}}/'
+    params = GenParams(grammar=grammar.lark(shape, "test"), max_tokens=40, temperature=0)
+    reply = collect(gemma4.stream(messages, params, thinking=True))
+    assert reply.reasoning.isalpha() and reply.text.isalpha() and reply.finish_reason == "stop"
+    assert "thought" not in reply.reasoning and reply.usage.reasoning_tokens >= 4

@@ -72,6 +72,12 @@ def chat(
     schema: Annotated[
         Path | None, typer.Option("--schema", help="A JSON Schema file: the answer is JSON valid against it.")
     ] = None,
+    think: Annotated[
+        bool | None,
+        typer.Option(
+            "--think/--no-think", help="Thinking models: think first (thoughts dimmed on stderr).", show_default=False
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = DType.auto,
@@ -107,7 +113,7 @@ def chat(
     else:
         messages = [Message("system", system)] if system else []
         content = (*parts, TextPart(prompt)) if parts else prompt
-        deltas = runner.stream([*messages, Message("user", content)], params, tool_use)
+        deltas = runner.stream([*messages, Message("user", content)], params, tool_use, thinking=think)
     _print_stream(deltas, json_out=json_out, model=runner.name)
 
 
@@ -164,10 +170,13 @@ def _read_json(path: Path, option: str):
 
 
 def _print_stream(deltas, *, json_out: bool, model: str) -> None:
-    text, calls = [], []
+    text, calls, thoughts = [], [], []
     for delta in deltas:
         text.append(delta.text)
         calls.extend(delta.tool_calls)
+        thoughts.append(delta.reasoning)
+        if not json_out and delta.reasoning:  # thoughts beside the answer, never in what a pipe reads
+            stderr.print(delta.reasoning, end="", style="dim", markup=False)
         if not json_out and delta.text:
             emit(delta.text, end="")
         if delta.finish_reason is not None:
@@ -176,12 +185,14 @@ def _print_stream(deltas, *, json_out: bool, model: str) -> None:
                 result = {
                     "model": model,
                     "text": "".join(text),
+                    "reasoning": "".join(thoughts),
                     "tool_calls": [_call_json(c) for c in calls],
                     "finish_reason": delta.finish_reason,
                     "usage": {
                         "prompt_tokens": usage.prompt_tokens,
                         "completion_tokens": usage.completion_tokens,
                         "total_tokens": usage.total_tokens,
+                        "reasoning_tokens": usage.reasoning_tokens,
                     },
                 }
                 emit(json.dumps(result, ensure_ascii=False))

@@ -111,10 +111,16 @@ class ChatRunner:
     # -- generation: insert into the decoder, step until the sequence ends
 
     def stream(
-        self, messages: Sequence[Message], params: GenParams = GenParams(), tools: ToolUse | None = None, **kw
+        self,
+        messages: Sequence[Message],
+        params: GenParams = GenParams(),
+        tools: ToolUse | None = None,
+        *,
+        thinking: bool | None = None,
+        **kw,
     ) -> Iterator[Delta]:
         """Chat: render the model's chat template (with `tools` on offer), then generate."""
-        return self.generate(self.encode_chat(messages, tools), params, **kw)
+        return self.generate(self.encode_chat(messages, tools, thinking=thinking), params, **kw)
 
     def stream_text(self, prompt: str, params: GenParams = GenParams(), **kw) -> Iterator[Delta]:
         """Raw completion of `prompt`, no chat template (what /v1/completions and base models want)."""
@@ -170,14 +176,19 @@ class ChatRunner:
             raise InvalidParamError(f"prompt token ids must be between 0 and {vocab - 1}", param="prompt")
         return Prompt(torch.tensor([list(ids)], device=self.model.device))  # (1, T)
 
-    def encode_chat(self, messages: Sequence[Message], tools: ToolUse | None = None) -> Prompt:
+    def encode_chat(
+        self, messages: Sequence[Message], tools: ToolUse | None = None, *, thinking: bool | None = None
+    ) -> Prompt:
         """The chat template over `messages`, in the model's tool format (which also renders past calls and their
-        results); with `tools`, the sequences of this prompt parse tool calls, and are held to them if required."""
+        results); with `tools`, the sequences of this prompt parse tool calls, and are held to them if required.
+        `thinking` goes to the template as enable_thinking (Gemma 4's switch); None leaves the template's default."""
         from gemmacli.runners.decoder import Prompt
         from gemmacli.runners.tools.stage import PromptTools
 
         self._check_inputs(messages)
         turns, template_kwargs = self.tool_format.render(messages, tools, _message_dict)
+        if thinking is not None:
+            template_kwargs["enable_thinking"] = thinking
         try:
             inputs = self.processor.apply_chat_template(
                 turns,

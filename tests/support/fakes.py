@@ -29,8 +29,11 @@ PAD = 0
 EOS = 1
 BOS = 2
 NUMBERS = 3  # NUMBERS + k is " k" for k in 0..99
-VOCAB = ["<pad>", "<eos>", "<bos>", *(f" {k}" for k in range(100))]
+VOCAB = ["<pad>", "<eos>", "<bos>", *(f" {k}" for k in range(100)), "<|channel>", "<channel|>", "thought\n"]
+THINK_OPEN, THINK_CLOSE, THINK_LABEL = 103, 104, 105  # Gemma 4's thinking channel, and its label
+SPECIAL = {PAD, EOS, BOS, THINK_OPEN, THINK_CLOSE}
 EXPLODE = "explode"  # a prompt holding this makes its sequence fail at its third token (a stage's bug)
+PONDER = "ponder"  # a prompt holding this thinks first: <|channel>thought\n 7 8<channel|>, then counts on
 
 
 class FakeRunner:
@@ -59,13 +62,17 @@ class FakeTokenizer:
 
     eos_token_id = EOS
     bos_token_id = BOS
+    unk_token_id = PAD
     chat_template = "fake"
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return VOCAB.index(token) if token in VOCAB else self.unk_token_id
 
     def encode(self, text: str) -> list[int]:
         return [BOS, *(NUMBERS + len(word) % 100 for word in text.split())]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return "".join(VOCAB[i] for i in ids if not (skip_special_tokens and i < NUMBERS))
+        return "".join(VOCAB[i] for i in ids if not (skip_special_tokens and i in SPECIAL))
 
     def convert_ids_to_tokens(self, token: int) -> str:
         return VOCAB[token]
@@ -131,8 +138,11 @@ class FakeDecoder(Decoder):
 
 def _script(seq: Seq) -> tuple[torch.Tensor, int]:
     """Logits (V,) that all but force the script's next token, whatever the sampling settings; and that token."""
-    if "bye" in seq.prompt.extra_inputs.get("text", ""):
+    text, step = seq.prompt.extra_inputs.get("text", ""), len(seq.tokens)
+    if "bye" in text:
         token = EOS
+    elif PONDER in text and step < 5:
+        token = (THINK_OPEN, THINK_LABEL, NUMBERS + 7, NUMBERS + 8, THINK_CLOSE)[step]
     else:
         count = seq.tokens[-1] - NUMBERS + 1 if seq.tokens else seq.prompt.length - 1  # <bos> is no word
         token = NUMBERS + count % 100
@@ -172,7 +182,7 @@ class FakeChatRunner(ChatRunner):
             raise InvalidParamError(f"prompt token ids must be between 0 and {len(VOCAB) - 1}", param="prompt")
         return _prompt(list(ids), self.tokenizer.decode(ids))  # echo decodes the ids, as for a real model
 
-    def encode_chat(self, messages: Sequence[Message], tools: ToolUse | None = None) -> Prompt:
+    def encode_chat(self, messages: Sequence[Message], tools: ToolUse | None = None, *, thinking=None) -> Prompt:
         self._check_inputs(messages)
         text = " ".join(m.content if isinstance(m.content, str) else "" for m in messages)
         return replace(self.encode_text(text), tools=PromptTools(self.tool_format, tools) if tools else None)

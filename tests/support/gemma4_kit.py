@@ -18,7 +18,7 @@ from pathlib import Path
 
 from support.testkit import ensure_built
 
-KIT_VERSION = 2
+KIT_VERSION = 3
 SLIDING_WINDOW = 16  # small, so that short prompts already cross it
 MAX_SOFT_TOKENS = 70  # image tokens at most: the smallest budget Gemma 4's image processor takes
 VIDEO = {"max_soft_tokens": MAX_SOFT_TOKENS, "num_frames": 4}  # frames sampled per video (32 by default)
@@ -50,10 +50,15 @@ VIDEO_TOKEN = "<|video|>"  # Gemma4Processor adds it itself when missing: added 
 CHAT_TEMPLATE = """\
 {{- bos_token -}}
 {%- set ns = namespace(messages=messages) -%}
-{%- if messages and messages[0]['role'] in ['system', 'developer'] -%}
-    {%- set system = messages[0]['content'] -%}
-    {{- '<|turn>system\\n' + (system if system is string else system[0]['text']) | trim + '<turn|>\\n' -}}
-    {%- set ns.messages = messages[1:] -%}
+{%- set think = enable_thinking is defined and enable_thinking -%}
+{%- if think or (messages and messages[0]['role'] in ['system', 'developer']) -%}
+    {{- '<|turn>system\\n' + ('<|think|>' if think else '') -}}
+    {%- if messages[0]['role'] in ['system', 'developer'] -%}
+        {%- set system = messages[0]['content'] -%}
+        {{- (system if system is string else system[0]['text']) | trim -}}
+        {%- set ns.messages = messages[1:] -%}
+    {%- endif -%}
+    {{- '<turn|>\\n' -}}
 {%- endif -%}
 {%- for message in ns.messages -%}
     {{- '<|turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\\n' -}}

@@ -20,13 +20,13 @@ async def chat_completions(data: ChatCompletionRequest, services: Services, requ
     """OpenAI's chat completions; `"stream": true` answers with server-sent events."""
     # The whole request is checked, and its media decoded, before a model is loaded or waited for.
     data.check_limits(services.request_limits)  # counts images and text before any is decoded
-    params, tools = data.to_params(), data.to_tools()
+    params, tools, thinking = data.to_params(), data.to_tools(), data.to_thinking()
     data.check_reads(services.models.reads(data.model), data.model)
     messages = await _messages(data, services)
     model = await services.models.acquire(data.model, "chat", request.scope)
     runner = model.runner
     # The chat template runs on the inference thread: tokenizers and processors are only ever touched there.
-    prompts = lambda: [runner.encode_chat(messages, tools)]  # noqa: E731
+    prompts = lambda: [runner.encode_chat(messages, tools, thinking=thinking)]  # noqa: E731
     run = await streaming.start(services, model, ENDPOINT, prompts, params, request.receive, n=data.choices)
     if data.stream:
         return streaming.sse(run, ChatChunks(model.id, data.include_usage, data.choices), request)

@@ -90,6 +90,8 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
     function_call: str | dict[str, Any] | None = None
     modalities: list[str] | None = None
     audio: dict[str, Any] | None = None  # audio *output*
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # vLLM's; enable_thinking is the one a template may take
 
     def check(self) -> None:
         super().check()
@@ -118,6 +120,18 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
                         f"model {model} cannot read {kind} (it takes {', '.join(sorted(reads))})",
                         param=f"messages[{i}].content[{j}]",
                     )
+
+    def to_thinking(self) -> bool | None:
+        """Whether the model should think before answering: chat_template_kwargs.enable_thinking, else any
+        reasoning_effort but "none"; None leaves it to the model's template."""
+        kwargs = self.chat_template_kwargs or {}
+        if unknown := sorted(set(kwargs) - {"enable_thinking"}):
+            unsupported(f"chat_template_kwargs.{unknown[0]}", "chat_template_kwargs takes enable_thinking only")
+        if "enable_thinking" in kwargs:
+            if not isinstance(kwargs["enable_thinking"], bool):
+                unsupported("chat_template_kwargs.enable_thinking", "enable_thinking must be true or false")
+            return kwargs["enable_thinking"]
+        return None if self.reasoning_effort is None else self.reasoning_effort != "none"
 
     def to_tools(self) -> ToolUse | None:
         """The tools the model may call, checked; None when it is not to call any."""

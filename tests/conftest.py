@@ -72,6 +72,13 @@ def gemma4_dir(gemma_dir, paths) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gemma4_moe_dir(gemma_dir, paths) -> Path:
+    from support.gemma4_kit import ensure_tiny_gemma4
+
+    return ensure_tiny_gemma4(paths.home / "testkit" / "tiny-gemma4-moe", gemma_dir, moe=True)
+
+
+@pytest.fixture(scope="session")
 def gemma3n_dir(gemma_dir, paths) -> Path:
     """Gemma 3n with its towers: its vision tower is timm's MobileNetV5, so this skips where timm cannot load."""
     from support.gemma3n_kit import ensure_tiny_gemma3n

@@ -30,6 +30,7 @@ PROMPTS = [
 NEW_TOKENS = 12
 TURNS = {  # how each template opens a user turn and the model's answer
     "tiny-gemma4": ("<|turn>user\n", "<turn|>\n<|turn>model\n"),
+    "tiny-gemma4-moe": ("<|turn>user\n", "<turn|>\n<|turn>model\n"),
     "tiny-gemma3n": ("<start_of_turn>user\n", "<end_of_turn>\n<start_of_turn>model\n"),
     "tiny-gemma3n-text": ("<start_of_turn>user\n", "<end_of_turn>\n<start_of_turn>model\n"),
 }
@@ -61,7 +62,12 @@ def multimodal(request):
     return request.getfixturevalue(request.param)
 
 
-@pytest.fixture(params=["gemma4", "gemma3n_text", "gemma3n"])
+@pytest.fixture(scope="module")
+def gemma4_moe(gemma4_moe_dir):
+    return _runner(gemma4_moe_dir, "tiny-gemma4-moe")
+
+
+@pytest.fixture(params=["gemma4", "gemma4_moe", "gemma3n_text", "gemma3n"])
 def any_runner(request):
     return request.getfixturevalue(request.param)
 

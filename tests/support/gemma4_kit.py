@@ -79,17 +79,18 @@ CHAT_TEMPLATE = """\
 """
 
 
-def ensure_tiny_gemma4(dest: Path, gemma_dir: Path, seed: int = 0) -> Path:
-    """Build (once) a Gemma4ForConditionalGeneration with a 4-layer text model and 2-layer vision and audio towers."""
-    return ensure_built(dest, lambda out: _build(out, gemma_dir, seed), KIT_VERSION)
+def ensure_tiny_gemma4(dest: Path, gemma_dir: Path, seed: int = 0, moe: bool = False) -> Path:
+    """Build (once) a Gemma4ForConditionalGeneration with a 4-layer text model and 2-layer vision and audio towers;
+    `moe`: shaped like 26B A4B instead, mixture-of-experts blocks and no audio tower."""
+    return ensure_built(dest, lambda out: _build(out, gemma_dir, seed, moe), KIT_VERSION)
 
 
-def _build(out: Path, gemma_dir: Path, seed: int) -> None:
+def _build(out: Path, gemma_dir: Path, seed: int, moe: bool = False) -> None:
     import torch
     from transformers import Gemma4ForConditionalGeneration
 
     tokenizer = _tokenizer(gemma_dir)
-    config = _config(tokenizer)
+    config = _config(tokenizer, moe)
     torch.manual_seed(seed)
     model = Gemma4ForConditionalGeneration(config).eval()
     spread_init(model.model.language_model, seed)
@@ -108,7 +109,7 @@ def _tokenizer(gemma_dir: Path):
     return tokenizer
 
 
-def _config(tokenizer):
+def _config(tokenizer, moe: bool = False):
     from transformers import Gemma4AudioConfig, Gemma4Config, Gemma4TextConfig, Gemma4VisionConfig
 
     ids = {name: tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[name]) for name in list(SPECIAL_TOKENS)[:6]}
@@ -129,6 +130,8 @@ def _config(tokenizer):
         sliding_window=SLIDING_WINDOW,
         final_logit_softcapping=30.0,
         max_position_embeddings=8192,
+        # 26B A4B's layers: 4 experts here, 2 routed to per token, beside the dense MLP
+        **(dict(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32) if moe else {}),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -152,7 +155,7 @@ def _config(tokenizer):
     return Gemma4Config(
         text_config=text,
         vision_config=vision,
-        audio_config=audio,
+        audio_config=None if moe else audio,
         boi_token_id=ids["boi_token"],
         eoi_token_id=ids["eoi_token"],
         image_token_id=ids["image_token"],

@@ -219,3 +219,14 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], input=input)
 
     return invoke
+
+
+@pytest.fixture(scope="module")
+def fake_chat():
+    """An httpx client on the real app over the scripted FakeChatRunner "fake-chat" (tests/support/fakes.py),
+    which must be idle again once the module's tests are done."""
+    from support.liveserver import fake_chat_server
+
+    with fake_chat_server("fake-chat") as (client, runner, _):
+        yield client
+        assert runner.decoder.idle

@@ -7,17 +7,14 @@ import json
 
 import pytest
 from support.helpers import check_openai_error, sse_events
-from support.liveserver import fake_chat_server
 
 MODEL = "fake-chat"
 PONDER = [{"role": "user", "content": "ponder this"}]  # the script: <|channel>thought\n 7 8<channel|> 2 3 ...
 
 
-@pytest.fixture(scope="module")
-def http():
-    with fake_chat_server(MODEL) as (client, runner, _):
-        yield client
-        assert runner.decoder.idle
+@pytest.fixture
+def http(fake_chat):
+    return fake_chat
 
 
 def chat(**kw) -> dict:

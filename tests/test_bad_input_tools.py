@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import pytest
 from support.helpers import check_openai_error
-from support.liveserver import fake_chat_server
 
 MODEL = "fake-chat"
 USER = [{"role": "user", "content": "one two three"}]
 
 
-@pytest.fixture(scope="module")
-def http():
-    with fake_chat_server(MODEL) as (client, runner, _):
-        yield client
-        assert runner.decoder.idle
+@pytest.fixture
+def http(fake_chat):
+    return fake_chat
 
 
 def chat(**kw) -> dict:

@@ -44,9 +44,8 @@ def chat(
         typer.Option(
             "--model",
             "-m",
-            help=f"chat model: catalog alias, Hub repo id, s3:// or gs:// URL, local folder or GGUF. Default: "
-            f"{DEFAULT_CHAT_MODEL} for text; for images, audio or video, the smallest current model that reads "
-            "them (Gemma 4 E2B).",
+            help=f"chat model: alias, Hub id, s3:// or gs:// URL, folder or GGUF. Default: {DEFAULT_CHAT_MODEL}; "
+            "with images or audio, the smallest current model that reads them.",
             envvar="GEMMACLI_CHAT_MODEL",
             show_default=False,
         ),

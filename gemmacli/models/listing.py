@@ -9,6 +9,7 @@ from gemmacli.errors import GemmacliError
 from gemmacli.models import demo, hub, store
 from gemmacli.models.catalog import Catalog
 from gemmacli.models.resolve import detect_task
+from gemmacli.runners.base import encoder_modalities
 from gemmacli.settings import Paths
 
 
@@ -64,9 +65,7 @@ def _reads(folder: Path, task: str) -> tuple[tuple[str, ...], int | None]:
     except (OSError, ValueError):
         return ("text",), None
     text = config.get("text_config", config)
-    reads = ["text"] + [
-        kind for kind, key in (("image", "vision_config"), ("audio", "audio_config")) if config.get(key)
-    ]
+    reads = list(encoder_modalities(config))
     if "image" in reads and (folder / "video_preprocessor_config.json").is_file():
         reads.append("video")
     return tuple(reads), text.get("max_position_embeddings")

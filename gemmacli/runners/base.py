@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -75,3 +76,12 @@ def _summarize(device_map: dict | None, placement: Placement | None) -> str:
         name = f"cuda:{where}" if isinstance(where, int) else str(where)
         counts[name] = counts.get(name, 0) + 1
     return ", ".join(f"{name}×{n}" for name, n in counts.items())
+
+
+ENCODERS = (("image", "vision_config"), ("audio", "audio_config"))  # what a model reads beside text, by config key
+
+
+def encoder_modalities(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a model takes in, from its config's keys (config.json, or vars() of a loaded config): text, and
+    images and audio where it has their encoders."""
+    return ("text", *(kind for kind, key in ENCODERS if config.get(key)))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from gemmacli.device import Placement, cpu_has_native_bf16
 from gemmacli.errors import GemmacliError, InvalidParamError, UnsupportedInputError
-from gemmacli.runners.base import Memory, module_memory
+from gemmacli.runners.base import Memory, encoder_modalities, module_memory
 from gemmacli.runners.tools import tool_format
 from gemmacli.types import AudioPart, Completion, Delta, GenParams, Message, TextPart, ToolUse
 
@@ -79,9 +79,7 @@ class ChatRunner:
     @property
     def modalities(self) -> tuple[str, ...]:
         """What it takes in, from its config: text, and images and audio where it has their encoders."""
-        config = self.model.config
-        encoders = (("image", "vision_config"), ("audio", "audio_config"))
-        return ("text", *(kind for kind, key in encoders if getattr(config, key, None) is not None))
+        return encoder_modalities(vars(self.model.config))
 
     @property
     def defaults(self) -> GenParams:

@@ -92,8 +92,11 @@ def read_tools(definitions: object, where: str = "tools") -> tuple[Tool, ...]:
                 f'{where}[{i}] must look like {{"type": "function", "function": {{"name": ..., "parameters": ...}}}}',
                 param=f"{where}[{i}]",
             )
-        parameters = function.get("parameters", {"type": "object", "properties": {}})
-        tools.append(Tool(function["name"], function.get("description") or "", json.dumps(parameters)))
+        name, description = function["name"], function.get("description") or ""
+        if "parameters" not in function:  # Tool's own default: an object with none
+            tools.append(Tool(name, description))
+        else:
+            tools.append(Tool(name, description, json.dumps(function["parameters"])))
     return tuple(tools)
 
 

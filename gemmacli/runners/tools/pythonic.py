@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from gemmacli.runners.grammar import json_literal
-from gemmacli.runners.tools import MAX_CALLS, call_names, offered, with_defs
+from gemmacli.runners.tools import MAX_CALLS, arguments, call_names, offered, with_defs
 from gemmacli.types import Message, ToolCall, ToolUse
 
 INSTRUCTIONS = """You have access to functions. To call one or more of them, reply with nothing but a Python \
@@ -132,8 +132,7 @@ def _unfenced(text: str) -> str:
 
 
 def _call_text(call: ToolCall) -> str:
-    args = json.loads(call.arguments or "{}")
-    args = args if isinstance(args, dict) else {}
+    args = arguments(call)
     return f"{call.name}(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
 
 

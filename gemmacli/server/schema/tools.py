@@ -69,8 +69,11 @@ def tool_use(tools: list[ToolDef] | None, choice: ToolChoice | None, parallel: b
 
 
 def _tool(function: FunctionDef) -> Tool:
-    parameters = {"type": "object", "properties": {}} if function.parameters is UNSET else function.parameters
-    return Tool(function.name, function.description or "", json.dumps(parameters))
+    """A function without parameters gets Tool's own default: an object with none."""
+    description = function.description or ""
+    if function.parameters is UNSET:
+        return Tool(function.name, description)
+    return Tool(function.name, description, json.dumps(function.parameters))
 
 
 def history_calls(calls: list[ToolCallIn] | None, param: str) -> tuple[ToolCall, ...]:

@@ -14,8 +14,8 @@ class ChannelTokenizer:
         return {"<|channel>": OPEN, "<channel|>": CLOSE}.get(token, self.unk_token_id)
 
 
-def split(pieces: list[tuple[int, str]]) -> tuple[str, str, int]:
-    splitter = ReasoningSplitter.build(ChannelTokenizer())
+def split(pieces: list[tuple[int, str]], prompt_tail: tuple[int, ...] = ()) -> tuple[str, str, int]:
+    splitter = ReasoningSplitter.build(ChannelTokenizer(), prompt_tail)
     answer, thought = "", ""
     for token, piece in pieces:
         a, t = splitter.route(token, piece)
@@ -36,6 +36,11 @@ def test_a_label_split_across_tokens_and_an_unlabelled_channel():
 
 def test_an_end_mid_thought_keeps_the_thoughts_out_of_the_answer():
     assert split([(OPEN, ""), (10, "thought\nstill"), (11, " thinking")]) == ("", "still thinking", 3)
+
+
+def test_a_prompt_that_opens_the_channel_starts_the_reply_in_its_thoughts():
+    assert split([(10, "Hm"), (CLOSE, ""), (12, "Yes")], prompt_tail=(5, OPEN, 10, 11)) == ("Yes", "Hm", 2)
+    assert split([(10, "Hm")], prompt_tail=(OPEN, 10, CLOSE, 11)) == ("Hm", "", 0)  # closed in the prompt
 
 
 def test_no_channel_tokens_no_splitter():

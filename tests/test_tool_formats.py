@@ -9,7 +9,9 @@ import pytest
 
 from gemmacli.runners import grammar
 from gemmacli.runners.tools import read_tools, tool_format
+from gemmacli.runners.tools.gemma4 import GEMMA4
 from gemmacli.runners.tools.hermes import HERMES
+from gemmacli.runners.tools.notation import NotationError, SchemaLark, literal, read
 from gemmacli.runners.tools.pythonic import PYTHONIC
 from gemmacli.runners.tools.stage import PromptTools, ToolCallParser
 from gemmacli.types import Message, Tool, ToolCall, ToolUse
@@ -133,7 +135,7 @@ def test_hermes_hands_tools_and_calls_to_the_template():
     assert turns[3] == {"role": "tool", "content": "21 C", "tool_call_id": "call_1", "name": "get_weather"}
 
 
-@pytest.mark.parametrize("fmt", [PYTHONIC, HERMES])
+@pytest.mark.parametrize("fmt", [PYTHONIC, HERMES, GEMMA4])
 @pytest.mark.parametrize("choice", ["required", "get_weather"])
 def test_constrained_grammars_compile(fmt, choice):
     grammar.lark(fmt.lark(ToolUse((WEATHER, CLOCK), choice)), "tools")
@@ -145,8 +147,77 @@ def test_the_format_follows_the_family_and_the_template():
     assert tool_format("gemma3_text", "{{ tools }}") is PYTHONIC
     assert tool_format("qwen2", "{% if tools %}...{% endif %}") is HERMES
     assert tool_format("llama", "{{ messages }}") is PYTHONIC
+    assert tool_format("gemma4", "{{ '<|tool_call>call:' + name }}") is GEMMA4
 
 
 def test_read_tools_takes_openai_definitions():
     (tool,) = read_tools({"tools": [{"type": "function", "function": {"name": "f", "description": "d"}}]})
     assert tool.name == "f" and json.loads(tool.parameters)["type"] == "object"
+
+
+Q = '<|"|>'
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (f"{{city:{Q}Oslo, Norway{Q},days:3}}", {"city": "Oslo, Norway", "days": 3}),
+        (f"{{a:[1,-2.5e3,true,null],b:{{c:{Q}{Q}}}}}", {"a": [1, -2500.0, True, None], "b": {"c": ""}}),
+        (f'{{{Q}odd key{Q}:"json \\"quoted\\"",n:false}}', {"odd key": 'json "quoted"', "n": False}),
+        (f"{{text:{Q}a {{b:[c]}} ,: {Q}}}", {"text": "a {b:[c]} ,: "}),  # the notation's marks inside a string
+        ("{ a : 1 , b : [ ] }", {"a": 1, "b": []}),
+        ("{}", {}),
+    ],
+)
+def test_gemma_notation_reads(text, expected):
+    value, end = read(text)
+    assert value == expected and end == len(text)
+
+
+@pytest.mark.parametrize("text", [f"{{a:{Q}open}}", "{a:1", "{a 1}", "{a:1;b:2}", "[1 2]", "{a:nope}"])
+def test_gemma_notation_refuses_what_is_not_a_whole_value(text):
+    with pytest.raises(NotationError):
+        read(text)
+
+
+def test_gemma4_calls_parse():
+    text = f"<|tool_call>call:get_weather{{city:{Q}Rome{Q},days:2}}<tool_call|>"
+    text += "<|tool_call>call:get_time{}<tool_call|>"
+    assert parsed(GEMMA4.parse(text, USE)) == [("get_weather", {"city": "Rome", "days": 2}), ("get_time", {})]
+    assert parsed(GEMMA4.parse(text + "<|tool_response>", USE))[1] == ("get_time", {})
+    assert GEMMA4.parse("<|tool_call>call:nope{}<tool_call|>", USE) is None
+    assert GEMMA4.parse(f"<|tool_call>call:get_weather{{city:{Q}Ro", USE) is None
+    assert GEMMA4.parse("<|tool_call>call:get_time{} trailing<tool_call|>", USE) is None
+
+
+def test_gemma4_text_streams_then_the_call_ends_the_turn_at_the_results_block():
+    parser = ToolCallParser(PromptTools(GEMMA4, USE))
+    pieces = ["Checking.", "<|tool_call>", "call:get_weather{city:", Q, "Oslo", Q, "}", "<tool_call|>"]
+    out = [parser.feed(p) for p in pieces]
+    assert "".join(out) == "Checking." and parsed(parser.take()) == [("get_weather", {"city": "Oslo"})]
+    assert not parser.stopped and parser.feed("<|tool_response>") == "" and parser.stopped
+
+
+def test_gemma4_hands_calls_to_the_template_as_objects():
+    turns, kwargs = GEMMA4.render(HISTORY, USE, plain)
+    assert [t["function"]["name"] for t in kwargs["tools"]] == ["get_weather", "get_time"]
+    assert turns[2]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+
+
+def test_schema_lark_follows_the_schema():
+    schema = {
+        "type": "object",
+        "properties": {
+            "unit": {"enum": ["c", "f"]},
+            "when": {"$ref": "#/$defs/Day"},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 4}, "minItems": 1},
+            "n": {"type": ["integer", "null"]},
+        },
+        "$defs": {"Day": {"type": "string", "const": "today"}},
+    }
+    rules = SchemaLark()
+    top = rules.object(schema, schema)
+    text = f"start: {top}\n{rules.grammar()}"
+    grammar.lark(text, "tools")  # compiles
+    assert literal("today") in text and f'<|"|> {json.dumps("c")} <|"|>' in text and "{1,4}" not in text
+    assert '"unit:"' in text and "INTEGER" in text and '"null"' in text and "{0,4}" in text

@@ -8,6 +8,8 @@ not part of the thoughts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 CHANNELS = (("<|channel>", "<channel|>"),)  # (opens, closes) per family that thinks in a token-marked channel
 LABEL = "thought"
 
@@ -21,12 +23,15 @@ class ReasoningSplitter:
         self.pending = ""  # reasoning text not yet handed to a delta
 
     @classmethod
-    def build(cls, tokenizer) -> ReasoningSplitter | None:
-        """A splitter for tokenizers that have a thinking channel; None for the others."""
+    def build(cls, tokenizer, prompt_tail: Sequence[int] = ()) -> ReasoningSplitter | None:
+        """A splitter for tokenizers that have a thinking channel; None for the others. A prompt that ends
+        inside the channel (a template that opens it for the model) starts the reply in its thoughts."""
         for opens, closes in CHANNELS:
             ids = [_special_id(tokenizer, token) for token in (opens, closes)]
             if None not in ids:
-                return cls(*ids)
+                splitter = cls(*ids)
+                splitter.inside = _last(prompt_tail, ids[0]) > _last(prompt_tail, ids[1])
+                return splitter
         return None
 
     def route(self, token: int, piece: str) -> tuple[str, str]:
@@ -70,3 +75,7 @@ def _special_id(tokenizer, token: str) -> int | None:
     convert = getattr(tokenizer, "convert_tokens_to_ids", None)
     found = convert(token) if convert is not None else None
     return None if found is None or found == getattr(tokenizer, "unk_token_id", None) else found
+
+
+def _last(ids: Sequence[int], token: int) -> int:
+    return max((i for i, t in enumerate(ids) if t == token), default=-1)

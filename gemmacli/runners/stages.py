@@ -137,6 +137,7 @@ class Logprobs:
 
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+REASONING_TAIL = 8  # prompt tokens in which a template may have opened the thinking channel for the model
 _CHUNK_ELEMENTS = 2**24  # float32 logits per chunk of echoed prompt rows: 64 MiB
 
 
@@ -191,9 +192,9 @@ class Pipeline:
             StopMatcher.build(params.stop),
             calls,
         ]
-        detokenizer = IncrementalDecoder(tokenizer, prompt_ids.tolist())
+        detokenizer = IncrementalDecoder(tokenizer, prompt_ids.tolist(), _spelled(tokenizer, tools))
         sampler, recorder = Sampler(config, device), Logprobs.build(params.logprobs, tokenizer)
-        reasoning = ReasoningSplitter.build(tokenizer)
+        reasoning = ReasoningSplitter.build(tokenizer, prompt_ids[-REASONING_TAIL:].tolist())
         return cls(_present(logits), sampler, detokenizer, _present(outputs), recorder, calls, reasoning)
 
     @property
@@ -239,6 +240,13 @@ class Pipeline:
         for stage in self.outputs:
             text = stage.feed(text) + stage.flush()
         return text
+
+
+def _spelled(tokenizer, tools: PromptTools | None) -> dict[int, str]:
+    """The special tokens a tool format reads, by id, for the detokenizer to write out."""
+    if tools is None or not tools.format.spelled:
+        return {}
+    return {tokenizer.convert_tokens_to_ids(token): token for token in tools.format.spelled}
 
 
 def _present(stages: list) -> tuple:

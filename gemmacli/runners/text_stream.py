@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 # Prompt tokens kept as decoding context so the first generated piece keeps its leading space.
 CONTEXT_TOKENS = 5
@@ -15,13 +15,18 @@ class IncrementalDecoder:
     ending in U+FFFD (half a UTF-8 character) is held until the next token completes it.
     """
 
-    def __init__(self, tokenizer, prompt_ids: Sequence[int]):
+    def __init__(self, tokenizer, prompt_ids: Sequence[int], spelled: Mapping[int, str] | None = None):
         self.tokenizer = tokenizer
         self.ids = list(prompt_ids[-CONTEXT_TOKENS:])
         self.prefix_offset = 0
         self.read_offset = len(self.ids)
+        self.spelled = spelled or {}  # special tokens written out as text (others are skipped)
 
     def push(self, token_id: int) -> str:
+        text = self._push(token_id)
+        return text + self.spelled[token_id] if token_id in self.spelled else text
+
+    def _push(self, token_id: int) -> str:
         self.ids.append(token_id)
         decode = self.tokenizer.decode
         prefix = decode(self.ids[self.prefix_offset : self.read_offset], skip_special_tokens=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from support.testkit import ensure_built
 
-KIT_VERSION = 3
+KIT_VERSION = 4
 SLIDING_WINDOW = 16  # small, so that short prompts already cross it
 MAX_SOFT_TOKENS = 70  # image tokens at most: the smallest budget Gemma 4's image processor takes
 VIDEO = {"max_soft_tokens": MAX_SOFT_TOKENS, "num_frames": 4}  # frames sampled per video (32 by default)
@@ -44,38 +44,66 @@ SPECIAL_TOKENS = {  # Gemma 4's names (its tokenizer_config.json); the processor
 }
 VIDEO_TOKEN = "<|video|>"  # Gemma4Processor adds it itself when missing: added first, it is in the vocabulary
 
-# Gemma 4's turn format, text and media placeholders only (gemmacli renders tools in the messages itself): a
-# system turn, `<|turn>user` / `<|turn>model` turns closed by `<turn|>`, one placeholder per image, clip or video
-# that the processor expands into its soft tokens.
+# Gemma 4's turn format: a system turn (thinking switch, tool declarations), `<|turn>user` / `<|turn>model` turns
+# closed by `<turn|>`, one placeholder per image, clip or video that the processor expands into its soft tokens.
+# Calls and their results are written in Gemma's notation inside the model's turn, which stays open after them.
 CHAT_TEMPLATE = """\
+{%- macro notation(value) -%}
+    {%- if value is string -%}{{- '<|"|>' + value + '<|"|>' -}}
+    {%- elif value is boolean -%}{{- 'true' if value else 'false' -}}
+    {%- elif value is none -%}{{- 'null' -}}
+    {%- elif value is mapping -%}{{- '{' -}}
+        {%- for key, item in value | dictsort -%}{{- key + ':' + notation(item) -}}{{- ',' if not loop.last -}}
+        {%- endfor -%}{{- '}' -}}
+    {%- elif value is sequence -%}{{- '[' -}}
+        {%- for item in value -%}{{- notation(item) -}}{{- ',' if not loop.last -}}{%- endfor -%}{{- ']' -}}
+    {%- else -%}{{- value -}}
+    {%- endif -%}
+{%- endmacro -%}
 {{- bos_token -}}
-{%- set ns = namespace(messages=messages) -%}
+{%- set ns = namespace(messages=messages, open_turn=false) -%}
 {%- set think = enable_thinking is defined and enable_thinking -%}
-{%- if think or (messages and messages[0]['role'] in ['system', 'developer']) -%}
+{%- if think or tools or (messages and messages[0]['role'] in ['system', 'developer']) -%}
     {{- '<|turn>system\\n' + ('<|think|>' if think else '') -}}
     {%- if messages[0]['role'] in ['system', 'developer'] -%}
         {%- set system = messages[0]['content'] -%}
         {{- (system if system is string else system[0]['text']) | trim -}}
         {%- set ns.messages = messages[1:] -%}
     {%- endif -%}
+    {%- for tool in tools or [] -%}
+        {%- set function = tool['function'] -%}
+        {{- '<|tool>declaration:' + function['name'] + '{description:' + notation(function['description'] or '') -}}
+        {{- ',parameters:' + notation(function['parameters']) + '}<tool|>' -}}
+    {%- endfor -%}
     {{- '<turn|>\\n' -}}
 {%- endif -%}
 {%- for message in ns.messages -%}
-    {{- '<|turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\\n' -}}
-    {%- if message['content'] is string -%}
-        {{- message['content'] | trim -}}
+    {%- if message['role'] == 'tool' -%}
+        {{- '<|tool_response>response:' + (message['name'] or 'unknown') + '{value:' + notation(message['content']) -}}
+        {{- '}<tool_response|>' -}}
     {%- else -%}
-        {%- for item in message['content'] -%}
-            {%- if item['type'] == 'text' -%}{{- item['text'] | trim -}}
-            {%- elif item['type'] == 'image' -%}{{- '<|image|>' -}}
-            {%- elif item['type'] == 'audio' -%}{{- '<|audio|>' -}}
-            {%- elif item['type'] == 'video' -%}{{- '<|video|>' -}}
-            {%- endif -%}
+        {%- if ns.open_turn -%}{{- '<turn|>\\n' -}}{%- endif -%}
+        {{- '<|turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\\n' -}}
+        {%- if message['content'] is string -%}
+            {{- message['content'] | trim -}}
+        {%- elif message['content'] -%}
+            {%- for item in message['content'] -%}
+                {%- if item['type'] == 'text' -%}{{- item['text'] | trim -}}
+                {%- elif item['type'] == 'image' -%}{{- '<|image|>' -}}
+                {%- elif item['type'] == 'audio' -%}{{- '<|audio|>' -}}
+                {%- elif item['type'] == 'video' -%}{{- '<|video|>' -}}
+                {%- endif -%}
+            {%- endfor -%}
+        {%- endif -%}
+        {%- for call in message['tool_calls'] or [] -%}
+            {{- '<|tool_call>call:' + call['function']['name'] + notation(call['function']['arguments']) -}}
+            {{- '<tool_call|>' -}}
         {%- endfor -%}
+        {%- set ns.open_turn = true -%}
+        {%- if not message['tool_calls'] -%}{{- '<turn|>\\n' -}}{%- set ns.open_turn = false -%}{%- endif -%}
     {%- endif -%}
-    {{- '<turn|>\\n' -}}
 {%- endfor -%}
-{%- if add_generation_prompt -%}{{- '<|turn>model\\n' -}}{%- endif -%}
+{%- if add_generation_prompt and not ns.open_turn -%}{{- '<|turn>model\\n' -}}{%- endif -%}
 """
 
 

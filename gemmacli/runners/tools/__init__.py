@@ -6,10 +6,13 @@ Each family has a `ToolFormat`:
 - `lark`: the grammar of a turn of calls whose arguments validate against each tool's parameters schema (what
   `tool_choice` required or a named function constrains decoding to);
 - `openers`, `anywhere`, `parse`: what a turn of calls starts with, whether text may come before it, and the calls a
-  piece of text holds (None until it holds a whole turn of them).
+  piece of text holds (None until it holds a whole turn of them);
+- `spelled`, `ends`: special tokens the parser reads, so the detokenizer writes them out, and the ones among them
+  that end a turn of calls.
 
-Gemma 3 has no tool tokens: it gets our own pythonic format (`[name(arg=value)]`, read with `ast`, never
-`eval`). Other models whose chat template takes `tools` use that template and Hermes' `<tool_call>` JSON.
+Gemma 4 has tool tokens and a template that takes `tools`: its own notation (tools/gemma4.py). Gemma 3 has none:
+it gets our own pythonic format (`[name(arg=value)]`, read with `ast`, never `eval`). Other models whose chat
+template takes `tools` use that template and Hermes' `<tool_call>` JSON.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class ToolFormat(Protocol):
     name: str
     openers: tuple[str, ...]
     anywhere: bool  # text may come before the first call (else a turn is text or calls, decided at its start)
+    spelled: tuple[str, ...]
+    ends: tuple[str, ...]
 
     def render(
         self, messages: Sequence[Message], use: ToolUse | None, plain: Callable[[Message], dict]
@@ -44,9 +49,12 @@ class ToolFormat(Protocol):
 
 def tool_format(model_type: str, chat_template: str | None) -> ToolFormat:
     """The format for a model, from its family (the config's model_type) and its chat template."""
+    from gemmacli.runners.tools.gemma4 import GEMMA4, OPEN
     from gemmacli.runners.tools.hermes import HERMES
     from gemmacli.runners.tools.pythonic import PYTHONIC
 
+    if chat_template and OPEN in chat_template:
+        return GEMMA4
     if model_type.startswith("gemma"):
         return PYTHONIC
     return HERMES if chat_template and "tools" in chat_template else PYTHONIC

@@ -21,6 +21,8 @@ class Hermes:
     name = "hermes"
     openers = (OPEN,)
     anywhere = True
+    spelled: tuple[str, ...] = ()
+    ends: tuple[str, ...] = ()
 
     def render(
         self, messages: Sequence[Message], use: ToolUse | None, plain: Callable[[Message], dict]

@@ -31,6 +31,8 @@ class Pythonic:
     name = "pythonic"
     openers = ("[", *FENCES[:2])
     anywhere = False
+    spelled: tuple[str, ...] = ()
+    ends: tuple[str, ...] = ()
 
     def render(
         self, messages: Sequence[Message], use: ToolUse | None, plain: Callable[[Message], dict]

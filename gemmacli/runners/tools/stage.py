@@ -51,6 +51,8 @@ class ToolCallParser:
             self._add(calls)
             self.buffer = ""
             self.stopped = not self.format.anywhere  # a pythonic list of calls is the whole turn
+        elif self.made and self.buffer.lstrip().startswith(self.format.ends):
+            self.stopped, self.buffer = True, ""  # Gemma 4 opens the results' block: its calls are all made
         return released
 
     def flush(self) -> str:

@@ -1,4 +1,4 @@
-"""Decoding images and audio from bytes, with every limit checked before memory is committed.
+"""Decoding images and audio from bytes, with every limit checked before memory is committed (video: media_video.py).
 
 Pillow decodes images; soundfile decodes audio (there is no ffmpeg, so the ASR pipeline only
 ever sees arrays). Both the CLI and the server come through here.
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from gemmacli.errors import MediaError
 from gemmacli.settings import ServerSettings
-from gemmacli.types import AudioPart, ImagePart
+from gemmacli.types import AudioPart, ImagePart, VideoPart
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,6 +42,9 @@ class MediaLimits:
     min_image_side: int = ServerSettings.min_image_side
     max_audio_bytes: int = ServerSettings.max_audio_bytes
     max_audio_seconds: float = ServerSettings.max_audio_seconds
+    max_video_bytes: int = ServerSettings.max_video_bytes
+    max_video_seconds: float = ServerSettings.max_video_seconds
+    max_video_frames: int = ServerSettings.max_video_frames
 
 
 DEFAULT_LIMITS = MediaLimits()
@@ -60,7 +63,7 @@ def read_file(path: str | Path, what: str) -> bytes:
         raise MediaError(f"cannot read {what} file {p}: {exc.strerror or exc}") from None
 
 
-def _check_size(data: bytes, limit: int, name: str) -> None:
+def check_size(data: bytes, limit: int, name: str) -> None:
     if not data:
         raise MediaError(f"{name} is empty")
     if len(data) > limit:
@@ -71,7 +74,7 @@ def decode_image(data: bytes, limits: MediaLimits = DEFAULT_LIMITS, name: str = 
     """Bytes -> upright RGB image. Size and pixel count are checked before pixels are decoded."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    _check_size(data, limits.max_image_bytes, name)
+    check_size(data, limits.max_image_bytes, name)
     # Pillow's own bomb check (in Image.open) is the second line behind ours; one process serves one set of
     # limits, so setting its global here does not fight another caller.
     Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
@@ -114,7 +117,7 @@ def decode_audio(data: bytes, limits: MediaLimits = DEFAULT_LIMITS, name: str = 
     import numpy as np
     import soundfile as sf
 
-    _check_size(data, limits.max_audio_bytes, name)
+    check_size(data, limits.max_audio_bytes, name)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate, channels = f.samplerate, f.channels
@@ -154,18 +157,22 @@ def load_audio(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> AudioP
     return decode_audio(read_file(path, "audio"), limits, name=f"audio {Path(path).name}")
 
 
-def load_media(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> ImagePart | AudioPart:
-    """A file named on the command line: audio by its extension (or its header: RIFF, fLaC, OggS, ID3),
-    else an image."""
+def load_media(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> ImagePart | AudioPart | VideoPart:
+    """A file named on the command line: audio or video by its extension (audio also by its header: RIFF,
+    fLaC, OggS, ID3), else an image. A video keeps `max_video_frames` frames; the model reads up to that."""
+    from gemmacli.media_video import VIDEO_SUFFIXES, decode_video
+
     data = read_file(path, "media")
-    name = Path(path).name
-    if Path(path).suffix.lower() in AUDIO_SUFFIXES or data[:4] in AUDIO_MAGIC:
+    name, suffix = Path(path).name, Path(path).suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return decode_video(data, limits.max_video_frames, limits, name=f"video {name}")
+    if suffix in AUDIO_SUFFIXES or data[:4] in AUDIO_MAGIC:
         return decode_audio(data, limits, name=f"audio {name}")
     return decode_image(data, limits, name=f"image {name}")
 
 
-def media_kind(part: ImagePart | AudioPart) -> str:
-    return "audio" if isinstance(part, AudioPart) else "image"
+def media_kind(part: ImagePart | AudioPart | VideoPart) -> str:
+    return {AudioPart: "audio", VideoPart: "video"}.get(type(part), "image")
 
 
 def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:

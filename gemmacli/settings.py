@@ -145,6 +145,10 @@ class ServerSettings:
     max_audio_clips: int = _limit(4, "Audio parts per chat request", min=0)
     max_audio_bytes: int = _limit(25 * MiB, "Bytes per audio file", min=1, unit="bytes")  # OpenAI's upload limit
     max_audio_seconds: float = _limit(7200.0, "Decoded length per audio file", min=1, unit="s")
+    max_video_clips: int = _limit(2, "Video parts per chat request", min=0)
+    max_video_bytes: int = _limit(32 * MiB, "Bytes per video file", min=1, unit="bytes")
+    max_video_seconds: float = _limit(600.0, "Length per video (from its header)", min=1, unit="s")
+    max_video_frames: int = _limit(32, "Frames the model sees per video, evenly spaced", min=1)  # Gemma 4's default
     max_n: int = _limit(8, "Choices per prompt (n); one prefill serves them all", min=1)  # OpenAI: 128
     max_stop: int = _limit(16, "Stop strings per request", min=0)  # OpenAI: 4
     max_stop_chars: int = _limit(1024, "Characters per stop string", min=1)

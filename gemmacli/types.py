@@ -36,7 +36,18 @@ class AudioPart:
     samples: np.ndarray
 
 
-Part = TextPart | ImagePart | AudioPart
+@dataclass(frozen=True)
+class VideoPart:
+    """Frames sampled from a clip (see media_video.py): (N, H, W, 3) uint8 RGB, with where they were taken from,
+    so that the model's processor can stamp each with its time."""
+
+    frames: np.ndarray
+    fps: float
+    indices: tuple[int, ...]  # the frames' numbers in the clip
+    total_frames: int
+
+
+Part = TextPart | ImagePart | AudioPart | VideoPart
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,10 @@ class Message:
     @property
     def audios(self) -> list[AudioPart]:
         return [p for p in self.content if isinstance(p, AudioPart)] if not isinstance(self.content, str) else []
+
+    @property
+    def videos(self) -> list[VideoPart]:
+        return [p for p in self.content if isinstance(p, VideoPart)] if not isinstance(self.content, str) else []
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Bad images and audio inside /v1/chat/completions: corrupt, truncated, bombs (claimed and real), over the
-byte, pixel, count and duration limits, bad base64, wrong data-URL media types. Each case checks the status,
-OpenAI's error shape with the part's `param`, then that the server still answers."""
+"""Bad images, audio and video inside /v1/chat/completions: corrupt, truncated, bombs (claimed and real), over
+the byte, pixel, count and duration limits, bad base64, wrong data-URL media types. Each case checks the
+status, OpenAI's error shape with the part's `param`, then that the server still answers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from support.badinput import (
     CHAT,
     HEARS,
     LIMITS,
+    SEES,
     VISION,
     b64,
     data_url,
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.slow
 IMG = "messages[0].content[0].image_url"
 AUDIO = "messages[0].content[0].input_audio.data"
 AUDIO_URL = "messages[0].content[0].audio_url"
+VIDEO = "messages[0].content[0].video_url"
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +183,56 @@ def test_a_valid_image_still_works_after_the_bad_ones(client):
     text_only = client.post("/v1/chat/completions", json=request())
     assert with_image.status_code == text_only.status_code == 200, with_image.text
     assert with_image.json()["usage"]["prompt_tokens"] > text_only.json()["usage"]["prompt_tokens"]
+
+
+def video(url: str) -> dict:
+    return {"type": "video_url", "video_url": {"url": url}}
+
+
+def seen(*content: dict) -> dict:
+    """A chat request to a model that takes video."""
+    return request(*content, model=SEES)
+
+
+def clip(**kw) -> bytes:
+    from support.videos import make_clip
+
+    return make_clip(**kw)
+
+
+VIDEOS = [
+    case("corrupt video", seen(video(data_url(bytes(range(256)) * 8, "video/mp4"))), VIDEO),
+    case("truncated mp4", seen(video(data_url(truncated(clip()), "video/mp4"))), VIDEO),
+    case("truncated webm", seen(video(data_url(truncated(clip(codec="libvpx")), "video/webm"))), VIDEO),
+    case("a wav sent as video", seen(video(data_url(sound(1), "video/mp4"))), VIDEO),
+    case("video over the byte limit", seen(video(data_url(clip(frames=120, size=(640, 480)), "video/mp4"))), VIDEO),
+    case("video over the length limit", seen(video(data_url(clip(frames=150, fps=24), "video/mp4"))), VIDEO),
+    case("frames over the pixel limit", seen(video(data_url(clip(frames=2, size=(1280, 800)), "video/mp4"))), VIDEO),
+    case("bad base64 video", seen(video("data:video/mp4;base64,%%%")), VIDEO, "invalid_parameter"),
+    case("image media type for a video", seen(video(data_url(clip(), "image/png"))), VIDEO),
+    case("http video with remote media off", seen(video("https://example.com/clip.mp4")), VIDEO),
+    case(
+        "two videos over the limit of one",
+        seen(video(data_url(clip(), "video/mp4")), video(data_url(clip(), "video/mp4"))),
+        "messages[0].content[1]",
+        "invalid_parameter",
+    ),
+    case(
+        "video to a model without video",
+        request(video(data_url(clip(), "video/mp4"))),
+        "messages[0].content[0]",
+        "unsupported_input",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "code"), VIDEOS)
+def test_bad_video_in_a_chat_is_a_400_naming_the_part(client, body, param, code):
+    error = expect(client.post("/v1/chat/completions", json=body), 400, param, code)
+    assert "Traceback" not in error["message"]
+    still_serving(client)
+
+
+def test_a_valid_video_is_taken(client):
+    reply = client.post("/v1/chat/completions", json=seen(video(data_url(clip(), "video/mp4"))))
+    assert reply.status_code == 200, reply.text

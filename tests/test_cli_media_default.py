@@ -36,3 +36,14 @@ def test_offline_the_error_names_the_model_and_the_download_command(cli, images,
 def test_a_named_model_that_cannot_read_the_input_names_those_that_can(cli, images):
     result = cli("chat", images / "red_circle_64.png", "describe", "-m", "gemma-3-1b-it", "-q")
     assert_one_error_line(result, r"gemma-3-1b-it reads text only, not images; models that do: gemma-4-e2b-it")
+
+
+def test_a_video_offline_names_the_smallest_model_that_reads_video(cli, tmp_path, monkeypatch):
+    from support.videos import make_clip
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(make_clip())
+    point_hf_at(monkeypatch, "http://127.0.0.1:9", tmp_path / "hf", offline=True)
+    assert_one_error_line(cli("chat", clip, "what happens?", "-q"), r"video need gemma-4-e2b-it")
+    named = cli("chat", clip, "what happens?", "-m", "gemma-3-4b-it", "-q")
+    assert_one_error_line(named, r"gemma-3-4b-it reads text and image only, not video; models that do: gemma-4-e2b")

@@ -15,7 +15,7 @@ import torch
 from support.helpers import speech
 
 from gemmacli.device import placement
-from gemmacli.errors import UnsupportedInputError
+from gemmacli.errors import ModelUnavailableError, UnsupportedInputError
 from gemmacli.media import load_image
 from gemmacli.types import GenParams, Message, TextPart
 
@@ -125,40 +125,42 @@ def test_a_model_without_an_audio_tower_still_refuses_audio(gemma3n_text):
         gemma3n_text.encode_chat(user(fox, "Transcribe this."))
 
 
-def test_gemma4_loads_without_a_video_processor_where_torchvision_is_missing(gemma4):
+def test_gemma4_reads_video_without_torchvision_through_its_image_processor(gemma4):
     from transformers.utils import is_torchvision_available
 
-    if is_torchvision_available():
-        pytest.skip("torchvision is installed: the processor has its video processor")
-    assert gemma4.processor.video_processor is None
-    assert gemma4.processor.image_processor is not None and gemma4.processor.feature_extractor is not None
+    from gemmacli.runners.processors import FramesAsImages
+
+    if not is_torchvision_available():  # with it, the model's own video processor is there
+        assert isinstance(gemma4.processor.video_processor, FramesAsImages)
+    assert "video" in gemma4.modalities and gemma4.video_frames == 4  # the kit's num_frames
 
 
-def test_a_video_through_gemma4s_processor_decodes_as_generate_does(gemma4):
-    """gemmacli's messages carry no video yet; the processor takes frames (a (T, H, W, C) uint8 array or a list of
-    PIL images, T at least the video processor's num_frames) and the decoder prefills what it makes."""
-    import numpy as np
-    from transformers.utils import is_torchvision_available
+def test_a_video_decodes_as_generate_does_with_a_timestamp_per_frame(gemma4):
+    """Frames come sampled from the clip (media_video.py), thinned to the model's num_frames, and each gets its
+    time in the prompt; the decoder's greedy tokens are generate's on the same inputs."""
+    from support.videos import make_clip
 
+    from gemmacli.media_video import decode_video
     from gemmacli.runners.chat import collect
-    from gemmacli.runners.decoder import Prompt
 
-    if not is_torchvision_available():
-        pytest.skip("Gemma 4's video processor needs torchvision")
-    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-    content = [{"type": "video", "video": frames}, {"type": "text", "text": "What happens?"}]
-    inputs = gemma4.processor.apply_chat_template(
-        [{"role": "user", "content": content}],
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-    )
-    input_ids, _ = inputs.pop("input_ids"), inputs.pop("attention_mask")
-    assert int((input_ids == gemma4.model.config.video_token_id).sum()) > 0
-    result = collect(gemma4.generate(Prompt(input_ids, dict(inputs)), greedy()))
-    out = gemma4.model.generate(input_ids=input_ids, **inputs, max_new_tokens=6, do_sample=False)
-    assert list(result.token_ids) == [t for t in out[0, input_ids.shape[1] :].tolist() if t not in gemma4.eos_ids]
+    video = decode_video(make_clip(frames=96, fps=24), 32)  # 4 s: 32 frames kept, 4 read
+    prompt = gemma4.encode_chat(user(video, "What happens?"))
+    text = gemma4.tokenizer.decode(prompt.input_ids[0])
+    assert [text.count(f"00:0{s} <|image>") for s in range(4)] == [1, 1, 1, 1]  # frames 0, 24, 48, 72
+    assert prompt.extra_inputs["pixel_values_videos"].shape[0] == 4
+    result = collect(gemma4.generate(prompt, greedy()))
+    out = gemma4.model.generate(input_ids=prompt.input_ids, **prompt.extra_inputs, max_new_tokens=6, do_sample=False)
+    generated = out[0, prompt.input_ids.shape[1] :].tolist()
+    assert list(result.token_ids) == [t for t in generated if t not in gemma4.eos_ids]
+
+
+def test_video_to_a_model_without_video(gemma3n_text):
+    from support.videos import make_clip
+
+    from gemmacli.media_video import decode_video
+
+    with pytest.raises(UnsupportedInputError, match="cannot read video"):
+        gemma3n_text.encode_chat(user(decode_video(make_clip(), 4), "What happens?"))
 
 
 # -- batched decoding: every sequence as if alone
@@ -251,3 +253,23 @@ def test_gemma4_thinking_is_turned_on_in_the_template_and_split_from_the_answer(
     reply = collect(gemma4.stream(messages, params, thinking=True))
     assert reply.reasoning.isalpha() and reply.text.isalpha() and reply.finish_reason == "stop"
     assert "thought" not in reply.reasoning and reply.usage.reasoning_tokens >= 4
+
+
+def test_gemma3n_without_timm_is_one_line_saying_what_to_install(cli, tmp_path):
+    import importlib.util
+
+    from support.helpers import assert_one_error_line
+    from transformers import Gemma3nConfig
+
+    from gemmacli.runners.chat import ChatRunner
+
+    if importlib.util.find_spec("timm") is not None:
+        pytest.skip("timm is installed: Gemma 3n's vision tower loads")
+    Gemma3nConfig().save_pretrained(tmp_path)  # the config alone: the check comes before any weight is read
+    with pytest.raises(ModelUnavailableError, match=r"needs timm.*pip install 'gemmacli\[gemma3n\]'"):
+        ChatRunner.load(tmp_path, placement("cpu", "float32"), name="gemma-3n-e4b-it")
+    from safetensors.torch import save_file
+
+    save_file({"unused": torch.zeros(1)}, tmp_path / "model.safetensors")  # what the CLI looks for in a folder
+    result = cli("chat", "-m", tmp_path, "hi", "-q")
+    assert_one_error_line(result, r"vision tower needs timm, which is not installed: pip install")

@@ -19,13 +19,14 @@ from gemmacli.media import MediaLimits
 pytestmark = pytest.mark.slow
 MODEL = "tiny-gemma3-vision"
 HEARS = "fake-chat-with-audio"
+SEES = "fake-chat-with-video"
 IMG = "messages[0].content[0].image_url"
 
 
 def chat(url: str, kind: str = "image_url") -> dict:
     part = {"type": kind, kind: {"url": url}}
     return {
-        "model": MODEL if kind == "image_url" else HEARS,
+        "model": {"image_url": MODEL, "audio_url": HEARS, "video_url": SEES}[kind],
         "max_tokens": 1,
         "temperature": 0,
         "messages": [{"role": "user", "content": [part, {"type": "text", "text": "describe"}]}],
@@ -47,7 +48,10 @@ def serve(vision_runner, **settings):
 
     hears = FakeChatRunner(HEARS)  # takes audio, so an audio URL reaches the fetcher's checks
     hears.modalities = ("text", "audio")
-    app = create_app(ServerSettings(**settings), models=[LoadedModel(MODEL, vision_runner), LoadedModel(HEARS, hears)])
+    sees = FakeChatRunner(SEES)
+    sees.modalities = ("text", "video")
+    models = [LoadedModel(MODEL, vision_runner), LoadedModel(HEARS, hears), LoadedModel(SEES, sees)]
+    app = create_app(ServerSettings(**settings), models=models)
     app.state["services"].media_limits = MediaLimits(max_image_bytes=100_000)  # small, so "oversized" is quick
     return LiveServer(app)
 
@@ -135,6 +139,11 @@ def test_the_server_keeps_serving_after_refusals(api, media):
 def test_audio_urls_go_through_the_same_checks(api):
     error = check_openai_error(post(api, chat("http://169.254.169.254/a.wav", "audio_url")), 400)
     assert error["param"] == "messages[0].content[0].audio_url" and "cloud metadata" in error["message"]
+
+
+def test_video_urls_go_through_the_same_checks(api):
+    error = check_openai_error(post(api, chat("http://169.254.169.254/a.mp4", "video_url")), 400)
+    assert error["param"] == "messages[0].content[0].video_url" and "cloud metadata" in error["message"]
 
 
 def test_a_slow_fetch_does_not_block_the_event_loop(api, media):

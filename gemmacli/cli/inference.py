@@ -38,14 +38,14 @@ from gemmacli.types import GenParams, Message, TextPart, ToolCall, ToolUse
   gemmacli chat "A cat, as JSON" --schema pet.schema.json"""
 )
 def chat(
-    inputs: Annotated[list[str], typer.Argument(help="Image and audio files, then the prompt ('-' reads stdin).")],
+    inputs: Annotated[list[str], typer.Argument(help="Image, audio and video files, then the prompt ('-': stdin).")],
     model: Annotated[
         str | None,
         typer.Option(
             "--model",
             "-m",
             help=f"chat model: alias, Hub id, s3:// or gs:// URL, folder or GGUF. Default: {DEFAULT_CHAT_MODEL}; "
-            "with images or audio, the smallest current model that reads them.",
+            "with images, audio or video, the smallest current model that reads them.",
             envvar="GEMMACLI_CHAT_MODEL",
             show_default=False,
         ),
@@ -83,7 +83,7 @@ def chat(
     multi_gpu: MultiGpuOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Chat with a Gemma model about text, images and audio; the answer streams to stdout."""
+    """Chat with a Gemma model about text, images, audio and video; the answer streams to stdout."""
     from gemmacli.media import load_media, media_kind
 
     *media, prompt = inputs

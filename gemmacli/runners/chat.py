@@ -6,15 +6,16 @@ imports this module, and `gemmacli models` must not pay for torch.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from gemmacli.device import Placement, cpu_has_native_bf16
-from gemmacli.errors import GemmacliError, InvalidParamError, UnsupportedInputError
+from gemmacli.errors import GemmacliError, InvalidParamError, ModelUnavailableError, UnsupportedInputError
 from gemmacli.runners.base import Memory, encoder_modalities, module_memory
 from gemmacli.runners.tools import tool_format
-from gemmacli.types import AudioPart, Completion, Delta, GenParams, Message, TextPart, ToolUse
+from gemmacli.types import AudioPart, Completion, Delta, GenParams, Message, TextPart, ToolUse, VideoPart
 
 if TYPE_CHECKING:
     from gemmacli.runners.decoder import Decoder, Prompt
@@ -36,6 +37,10 @@ class ChatRunner:
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.vision = getattr(model.config, "vision_config", None) is not None
         self.audio = getattr(model.config, "audio_config", None) is not None
+        # Gemma 4: frames through the vision tower, where the processor has a video processor (or our stand-in)
+        self.video = (
+            self.vision and getattr(getattr(processor, "video_processor", None), "num_frames", None) is not None
+        )
         self.tool_format = tool_format(model.config.model_type, getattr(self.tokenizer, "chat_template", None))
         self.decoder: Decoder = Decoder(
             model,
@@ -62,6 +67,8 @@ class ChatRunner:
 
         config = AutoConfig.from_pretrained(path)
         vision = getattr(config, "vision_config", None) is not None
+        if vision:
+            _check_tower_libraries(config, name)
         model_class = AutoModelForImageTextToText if vision else AutoModelForCausalLM
         kwargs = placement.from_pretrained_kwargs()
         if vision:  # the towers keep their own default: Gemma 4's audio tower has no SDPA, Gemma 3n's vision no flash
@@ -78,8 +85,14 @@ class ChatRunner:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        """What it takes in, from its config: text, and images and audio where it has their encoders."""
-        return encoder_modalities(vars(self.model.config))
+        """What it takes in, from its config: text, and images and audio where it has their encoders; video where
+        its processor samples frames for the vision tower."""
+        return (*encoder_modalities(vars(self.model.config)), *(("video",) if self.video else ()))
+
+    @property
+    def video_frames(self) -> int:
+        """Frames it reads per clip: its video processor's num_frames."""
+        return int(self.processor.video_processor.num_frames) if self.video else 0
 
     @property
     def defaults(self) -> GenParams:
@@ -184,9 +197,14 @@ class ChatRunner:
         from gemmacli.runners.tools.stage import PromptTools
 
         self._check_inputs(messages)
+        if any(m.videos for m in messages):
+            messages = [_thinned(m, self.video_frames) for m in messages]
         turns, template_kwargs = self.tool_format.render(messages, tools, _message_dict)
         if thinking is not None:
             template_kwargs["enable_thinking"] = thinking
+        processor_kwargs = {}
+        if videos := [v for m in messages for v in m.videos]:  # frames come sampled: the times of each go along
+            processor_kwargs = {"video_metadata": [_video_metadata(v) for v in videos], "do_sample_frames": False}
         try:
             inputs = self.processor.apply_chat_template(
                 turns,
@@ -194,6 +212,7 @@ class ChatRunner:
                 tokenize=True,
                 return_dict=True,
                 return_tensors="pt",
+                processor_kwargs=processor_kwargs,
                 **template_kwargs,
             )
         except Exception as exc:  # jinja raise_exception (roles not alternating...) and processor errors
@@ -201,7 +220,7 @@ class ChatRunner:
         inputs = inputs.to(self.model.device)
         input_ids = inputs.pop("input_ids")
         inputs.pop("attention_mask", None)
-        for name in ("pixel_values", "input_features"):  # the towers compute in the model's dtype
+        for name in ("pixel_values", "pixel_values_videos", "input_features"):  # the towers compute in its dtype
             if name in inputs:
                 inputs[name] = inputs[name].to(self.model.dtype)
         config = self.model.config  # Gemma 3 names it image_token_index, Gemma 3n and 4 image_token_id
@@ -212,10 +231,13 @@ class ChatRunner:
     def _check_inputs(self, messages: Sequence[Message]) -> None:
         if not messages:
             raise InvalidParamError("messages must not be empty", param="messages")
-        if any(m.images for m in messages) and not self.vision:
+        reads = self.modalities
+        if any(m.images for m in messages) and "image" not in reads:
             raise UnsupportedInputError(f"model {self.name} is text-only and cannot read images", param="messages")
-        if any(m.audios for m in messages) and not self.audio:
+        if any(m.audios for m in messages) and "audio" not in reads:
             raise UnsupportedInputError(f"model {self.name} cannot read audio", param="messages")
+        if any(m.videos for m in messages) and "video" not in reads:
+            raise UnsupportedInputError(f"model {self.name} cannot read video", param="messages")
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise UnsupportedInputError(f"model {self.name} has no chat template; use a raw text completion instead")
 
@@ -244,9 +266,50 @@ def _message_dict(message: Message) -> dict:
             content.append({"type": "text", "text": part.text})
         elif isinstance(part, AudioPart):
             content.append({"type": "audio", "audio": part.samples})  # 16 kHz mono, the feature extractors' rate
+        elif isinstance(part, VideoPart):
+            content.append({"type": "video", "video": part.frames})
         else:
             content.append({"type": "image", "image": part.image})
     return {"role": message.role, "content": content}
+
+
+def _check_tower_libraries(config, name: str) -> None:
+    """Gemma 3n's vision tower is timm's MobileNetV5: without timm, one line saying what to install."""
+    import importlib.util
+
+    if config.model_type == "gemma3n" and importlib.util.find_spec("timm") is None:
+        raise ModelUnavailableError(
+            f"{name}'s vision tower needs timm, which is not installed: pip install 'gemmacli[gemma3n]'", param="model"
+        )
+
+
+def _thinned(message: Message, frames: int) -> Message:
+    """`message` with each clip cut to `frames` evenly spaced frames, where it holds more than the model reads."""
+    if not message.videos:
+        return message
+    parts = tuple(_fewer_frames(p, frames) if isinstance(p, VideoPart) else p for p in message.content)
+    return dataclasses.replace(message, content=parts)
+
+
+def _fewer_frames(video: VideoPart, frames: int) -> VideoPart:
+    if len(video.indices) <= frames:
+        return video
+    keep = [i * len(video.indices) // frames for i in range(frames)]
+    return dataclasses.replace(video, frames=video.frames[keep], indices=tuple(video.indices[i] for i in keep))
+
+
+def _video_metadata(video: VideoPart):
+    from transformers.video_utils import VideoMetadata
+
+    height, width = video.frames.shape[1:3]
+    return VideoMetadata(
+        total_num_frames=video.total_frames,
+        fps=video.fps,
+        duration=video.total_frames / video.fps,
+        height=height,
+        width=width,
+        frames_indices=list(video.indices),
+    )
 
 
 def _context_length(config) -> int:

@@ -24,6 +24,7 @@ VISION = "tiny-gemma3-vision"
 EMBED = "all-minilm-l6-v2"
 WHISPER = "whisper-tiny.en"
 HEARS = "fake-chat-with-audio"
+SEES = "fake-chat-with-video"
 KEY = "bad-input-key"
 LIMITS = dict(
     max_body_bytes=2_000_000,
@@ -38,6 +39,9 @@ LIMITS = dict(
     max_audio_clips=1,
     max_audio_bytes=300_000,
     max_audio_seconds=10.0,
+    max_video_clips=1,
+    max_video_bytes=100_000,
+    max_video_seconds=5.0,
     max_stop=4,
     max_stop_chars=20,
     max_audio_prompt_chars=200,
@@ -58,7 +62,9 @@ def small_app(served):
     # A model that takes audio, so bad audio reaches the decoding checks (a real one would only answer after them).
     hears = FakeChatRunner(HEARS)
     hears.modalities = ("text", "audio")
-    models = [*served(), LoadedModel(HEARS, hears)]
+    sees = FakeChatRunner(SEES)
+    sees.modalities = ("text", "image", "video")
+    models = [*served(), LoadedModel(HEARS, hears), LoadedModel(SEES, sees)]
     app = create_app(ServerSettings(api_keys=(KEY,), warmup=False, **LIMITS), models=models)
     auth = {"Authorization": f"Bearer {KEY}"}
     with LiveServer(app) as live, httpx.Client(base_url=live.url, headers=auth, timeout=60) as client:

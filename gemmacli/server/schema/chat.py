@@ -11,6 +11,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from gemmacli.errors import InvalidParamError, MediaError, UnsupportedInputError
 from gemmacli.media import MediaLimits, decode_audio, decode_image
+from gemmacli.media_video import decode_video
 from gemmacli.server.remote_media import RemoteMedia
 from gemmacli.server.schema.common import Usage, decode_base64, decode_data_url, new_id, now
 from gemmacli.server.schema.completions import (
@@ -67,7 +68,14 @@ class AudioURLContent(Struct, tag_field="type", tag="audio_url"):
     audio_url: MediaURL | str
 
 
-ContentPart = TextContent | ImageContent | AudioContent | AudioURLContent
+class VideoURLContent(Struct, tag_field="type", tag="video_url"):
+    """vLLM's video part: a data: URL, or an http(s) one where remote media is on."""
+
+    video_url: MediaURL | str
+
+
+ContentPart = TextContent | ImageContent | AudioContent | AudioURLContent | VideoURLContent
+KINDS = {ImageContent: "image", AudioContent: "audio", AudioURLContent: "audio", VideoURLContent: "video"}
 
 
 class ChatMessage(Struct, kw_only=True):
@@ -111,10 +119,9 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
 
     def check_reads(self, reads: set[str] | None, model: str) -> None:
         """Before any media is decoded: a part the model cannot take in is a 400 naming it."""
-        kinds = {ImageContent: "image", AudioContent: "audio", AudioURLContent: "audio"}
         for i, message in enumerate(self.messages):
             for j, part in enumerate(message.content if isinstance(message.content, list) else ()):
-                kind = kinds.get(type(part))
+                kind = KINDS.get(type(part))
                 if reads is not None and kind is not None and kind not in reads:
                     raise UnsupportedInputError(
                         f"model {model} cannot read {kind} (it takes {', '.join(sorted(reads))})",
@@ -141,7 +148,7 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
         """Counts messages, text, images and audio clips before anything is decoded."""
         budget = super().check_limits(limits)
         check_count(self.messages, limits.max_messages, "messages", "messages")
-        media: dict[type, list[str]] = {ImageContent: [], AudioContent: [], AudioURLContent: []}
+        media: dict[str, list[str]] = {"image": [], "audio": [], "video": []}
         for i, message in enumerate(self.messages):
             param = f"messages[{i}].content"
             if isinstance(message.content, str):
@@ -149,12 +156,15 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
                 continue
             budget.add(sum(len(p.text) for p in message.content or () if isinstance(p, TextContent)), param)
             for j, part in enumerate(message.content or ()):
-                media.get(type(part), []).append(f"{param}[{j}]")
-        images, audio = media[ImageContent], media[AudioContent] + media[AudioURLContent]
-        if len(images) > limits.max_images:
-            _too_many(images, limits.max_images, "images")
-        if len(audio) > limits.max_audio_clips:
-            _too_many(audio, limits.max_audio_clips, "audio clips")
+                if kind := KINDS.get(type(part)):
+                    media[kind].append(f"{param}[{j}]")
+        for kind, limit, what in (
+            ("image", limits.max_images, "images"),
+            ("audio", limits.max_audio_clips, "audio clips"),
+            ("video", limits.max_video_clips, "videos"),
+        ):
+            if len(media[kind]) > limit:
+                _too_many(media[kind], limit, what)
         return budget
 
     def to_params(self) -> GenParams:
@@ -196,7 +206,7 @@ def _message(message: ChatMessage, param: str, limits: MediaLimits, remote: Remo
     if all(isinstance(p, TextPart) for p in parts):
         return Message(role, "\n".join(p.text for p in parts))  # text-only: one string, as most templates expect
     if role != "user":
-        raise InvalidParamError(f"images and audio are only accepted in user messages ({param})", param=param)
+        raise InvalidParamError(f"images, audio and video are only accepted in user messages ({param})", param=param)
     return Message(role, tuple(parts))
 
 
@@ -221,6 +231,10 @@ def _part(part: ContentPart, param: str, limits: MediaLimits, remote: RemoteMedi
             param += ".input_audio.data"
             data = decode_base64(part.input_audio.data, param=param, max_bytes=limits.max_audio_bytes)
             return decode_audio(data, limits, name=param)
+        if isinstance(part, VideoURLContent):
+            param += ".video_url"
+            data = _fetch(part.video_url, param, limits.max_video_bytes, remote, "video")
+            return decode_video(data, limits.max_video_frames, limits, name=param)
         param += ".audio_url"
         data = _fetch(part.audio_url, param, limits.max_audio_bytes, remote, "audio")
         return decode_audio(data, limits, name=param)
@@ -236,7 +250,7 @@ def _fetch(url: MediaURL | str, param: str, max_bytes: int, remote: RemoteMedia 
         return decode_data_url(url, param=param, max_bytes=max_bytes, kind=kind)
     if remote is None:
         raise MediaError(
-            "only data: URLs are accepted (data:image/png;base64,...): this server does not fetch "
+            f"only data: URLs are accepted (data:{kind}/...;base64,...): this server does not fetch "
             "media URLs (gemmacli serve --allow-remote-media turns that on)",
             param=param,
         )

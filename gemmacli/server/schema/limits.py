@@ -25,6 +25,7 @@ class RequestLimits:
     max_total_chars: int = ServerSettings.max_total_chars
     max_images: int = ServerSettings.max_images
     max_audio_clips: int = ServerSettings.max_audio_clips
+    max_video_clips: int = ServerSettings.max_video_clips
     max_n: int = ServerSettings.max_n
     max_stop: int = ServerSettings.max_stop
     max_stop_chars: int = ServerSettings.max_stop_chars

@@ -186,3 +186,15 @@ def test_import_refuses_what_is_not_gguf_or_ctranslate2(tmp_path):
         import_path(fake, tmp_path / "models")
     with pytest.raises(GemmacliError, match="does not exist"):
         import_path(tmp_path / "missing.gguf", tmp_path / "models")
+
+
+@pytest.mark.parametrize("where", ["processor_config.json", "video_preprocessor_config.json"])
+def test_a_local_model_reads_video_where_it_has_video_processor_settings(tmp_path, where):
+    from gemmacli.models.listing import _reads
+
+    config = {"model_type": "gemma4", "vision_config": {"x": 1}, "text_config": {"max_position_embeddings": 8192}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert _reads(tmp_path, "chat") == (("text", "image"), 8192)
+    video = {"num_frames": 32}
+    (tmp_path / where).write_text(json.dumps({"video_processor": video} if where.startswith("processor") else video))
+    assert _reads(tmp_path, "chat") == (("text", "image", "video"), 8192)

@@ -10,6 +10,7 @@ from gemmacli.models import demo, hub, store
 from gemmacli.models.catalog import Catalog
 from gemmacli.models.resolve import detect_task
 from gemmacli.runners.base import encoder_modalities
+from gemmacli.runners.processors import video_settings
 from gemmacli.settings import Paths
 
 
@@ -66,7 +67,7 @@ def _reads(folder: Path, task: str) -> tuple[tuple[str, ...], int | None]:
         return ("text",), None
     text = config.get("text_config", config)
     reads = list(encoder_modalities(config))
-    if "image" in reads and (folder / "video_preprocessor_config.json").is_file():
+    if "image" in reads and video_settings(folder) is not None:
         reads.append("video")
     return tuple(reads), text.get("max_position_embeddings")
 

@@ -53,15 +53,19 @@ def _without_video(base, path: Path):
     processor = _class_without_video(base)(**parts, video_processor=None, **settings)
     if processor.chat_template is None:  # saved beside the tokenizer's, in chat_template.jinja
         processor.chat_template = parts["tokenizer"].chat_template
-    video = _video_settings(path)
+    video = video_settings(path)
     if video is not None and "image_processor" in parts:
         processor.video_processor = FramesAsImages(parts["image_processor"], video)
     return processor
 
 
-def _video_settings(path: Path) -> dict | None:
+def video_settings(path: Path) -> dict | None:
     """The video processor's settings: in processor_config.json (transformers 5), or a file of their own."""
-    video = json.loads((path / "processor_config.json").read_text()).get(VIDEO)
+    config = path / "processor_config.json"
+    try:
+        video = json.loads(config.read_text()).get(VIDEO) if config.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        video = None
     own = path / "video_preprocessor_config.json"
     if not isinstance(video, dict) and own.is_file():
         video = json.loads(own.read_text())

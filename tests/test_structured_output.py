@@ -55,8 +55,10 @@ def test_constrained_and_free_sequences_share_a_batch(chat_runner):
     free, prompt = GenParams(max_tokens=12, temperature=0), "The capital of France is"
     alone = chat_runner.complete_text(prompt, free).text
     decoder = chat_runner.decoder
-    schema = {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]}}, "required": ["city"]}
-    constrained = decoder.insert(chat_runner.encode_text(prompt), GenParams(grammar=grammar.json_schema(schema, "s")))
+    city = {"city": {"enum": ["Paris", "Rome"]}}
+    schema = {"type": "object", "properties": city, "required": ["city"], "additionalProperties": False}
+    held = GenParams(grammar=grammar.json_schema(schema, "s"), seed=0, max_tokens=20)  # one JSON shape: no flake
+    constrained = decoder.insert(chat_runner.encode_text(prompt), held)
     plain = decoder.insert(chat_runner.encode_text(prompt), free)
     texts = {constrained: "", plain: ""}
     while not decoder.idle:

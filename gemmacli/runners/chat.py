@@ -275,12 +275,17 @@ def _message_dict(message: Message) -> dict:
 
 def _check_tower_libraries(config, name: str) -> None:
     """Gemma 3n's vision tower is timm's MobileNetV5: without timm, one line saying what to install."""
-    import importlib.util
-
-    if config.model_type == "gemma3n" and importlib.util.find_spec("timm") is None:
+    if config.model_type != "gemma3n":
+        return
+    try:
+        import timm  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "timm":  # timm is there, one of its own imports is not (torchvision, often)
+            reason = f"{name}'s vision tower needs timm, which cannot import {exc.name}"
+            raise ModelUnavailableError(reason, param="model") from None
         raise ModelUnavailableError(
             f"{name}'s vision tower needs timm, which is not installed: pip install 'gemmacli[gemma3n]'", param="model"
-        )
+        ) from None
 
 
 def _thinned(message: Message, frames: int) -> Message:

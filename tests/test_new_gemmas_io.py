@@ -22,21 +22,16 @@ def test_cli_chat_with_an_audio_file_and_an_image(cli, gemma4_dir, audio, images
 
 
 def test_http_input_audio_streams_a_reply(gemma4_dir, audio):
-    import openai
-    from support.liveserver import LiveServer
+    from support.liveserver import openai_on
 
     from gemmacli.device import placement
     from gemmacli.runners.chat import ChatRunner
-    from gemmacli.server import create_app
-    from gemmacli.server.loaded import LoadedModel
-    from gemmacli.server.settings import ServerSettings
 
     runner = ChatRunner.load(gemma4_dir, placement("cpu", "float32"), name="tiny-gemma4")
     wav = base64.b64encode((audio / "hello_world.wav").read_bytes()).decode()
     clip = {"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}}
     messages = [{"role": "user", "content": [clip, {"type": "text", "text": "What is said?"}]}]
-    with LiveServer(create_app(ServerSettings(), models=[LoadedModel("tiny-gemma4", runner)])) as server:
-        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with openai_on(runner, "tiny-gemma4") as client:
         card = client.models.retrieve("tiny-gemma4")
         kw = dict(model="tiny-gemma4", messages=messages, max_tokens=4, temperature=0)
         whole = client.chat.completions.create(**kw)
@@ -67,22 +62,17 @@ def test_cli_a_corrupt_video_is_one_error_line(cli, gemma4_dir, tmp_path):
 
 
 def test_http_video_url_streams_a_reply(gemma4_dir):
-    import openai
-    from support.liveserver import LiveServer
+    from support.liveserver import openai_on
     from support.videos import make_clip
 
     from gemmacli.device import placement
     from gemmacli.runners.chat import ChatRunner
-    from gemmacli.server import create_app
-    from gemmacli.server.loaded import LoadedModel
-    from gemmacli.server.settings import ServerSettings
 
     runner = ChatRunner.load(gemma4_dir, placement("cpu", "float32"), name="tiny-gemma4")
     url = "data:video/mp4;base64," + base64.b64encode(make_clip()).decode()
     part = {"type": "video_url", "video_url": {"url": url}}
     messages = [{"role": "user", "content": [part, {"type": "text", "text": "What happens?"}]}]
-    with LiveServer(create_app(ServerSettings(), models=[LoadedModel("tiny-gemma4", runner)])) as server:
-        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with openai_on(runner, "tiny-gemma4") as client:
         kw = dict(model="tiny-gemma4", messages=messages, max_tokens=4, temperature=0)
         whole = client.chat.completions.create(**kw)
         chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))

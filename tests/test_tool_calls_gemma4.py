@@ -69,18 +69,11 @@ def test_required_calls_validate(runner, choice):
 
 
 def test_the_server_streams_gemma4_calls_and_takes_their_results_back(runner):
-    import openai
-    from support.liveserver import LiveServer
-
-    from gemmacli.server import create_app
-    from gemmacli.server.loaded import LoadedModel
-    from gemmacli.server.settings import ServerSettings
+    from support.liveserver import openai_on
 
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": CITY}}]
-    app = create_app(ServerSettings(), models=[LoadedModel("tiny-gemma4", runner)])
     messages = [{"role": "user", "content": "Oslo?"}]
-    with LiveServer(app) as server:
-        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with openai_on(runner, "tiny-gemma4") as client:
         kw = dict(model="tiny-gemma4", tools=tools, max_tokens=300)
         with client.chat.completions.stream(**kw, messages=messages, tool_choice="required", seed=1) as stream:
             final = stream.get_final_completion()

@@ -53,17 +53,10 @@ def test_required_calls_validate(runner, choice):
 
 
 def test_the_server_streams_hermes_calls(runner):
-    import openai
-    from support.liveserver import LiveServer
-
-    from gemmacli.server import create_app
-    from gemmacli.server.loaded import LoadedModel
-    from gemmacli.server.settings import ServerSettings
+    from support.liveserver import openai_on
 
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": CITY}}]
-    app = create_app(ServerSettings(), models=[LoadedModel("tiny-hermes", runner)])
-    with LiveServer(app) as server:
-        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with openai_on(runner, "tiny-hermes") as client:
         kw = dict(model="tiny-hermes", messages=[{"role": "user", "content": "Oslo?"}], tools=tools, max_tokens=400)
         with client.chat.completions.stream(**kw, tool_choice="required", seed=1) as stream:
             final = stream.get_final_completion()

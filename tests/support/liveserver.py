@@ -49,3 +49,16 @@ def fake_chat_server(model: str = "fake-chat", delay: float = 0.0, **settings):
     app = create_app(ServerSettings(**settings), models=[LoadedModel(model, runner, aliases=("org/fake",))])
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client, runner, app.state["services"]
+
+
+@contextlib.contextmanager
+def openai_on(runner, name: str):
+    """The real app serving one loaded runner as `name`; yields the official openai client pointed at it."""
+    import openai
+
+    from gemmacli.server import create_app
+    from gemmacli.server.loaded import LoadedModel
+    from gemmacli.server.settings import ServerSettings
+
+    with LiveServer(create_app(ServerSettings(), models=[LoadedModel(name, runner)])) as server:
+        yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)

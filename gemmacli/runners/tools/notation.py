@@ -60,38 +60,38 @@ def read(text: str, at: int = 0) -> tuple[object, int]:
 
 
 def _object(text: str, at: int) -> tuple[dict, int]:
-    value: dict = {}
-    at = _skip(text, at)
-    if text.startswith("}", at):
-        return value, at + 1
-    while True:
-        key, at = _key(text, _skip(text, at))
-        at = _skip(text, at)
-        if not text.startswith(":", at):
-            raise NotationError(f"no ':' after key {key!r}")
-        value[key], at = read(text, at + 1)
-        at = _skip(text, at)
-        if text.startswith("}", at):
-            return value, at + 1
-        if not text.startswith(",", at):
-            raise NotationError("no ',' or '}' after a value")
-        at += 1
+    pairs, at = _items(text, at, "}", _pair)
+    return dict(pairs), at
 
 
 def _array(text: str, at: int) -> tuple[list, int]:
+    return _items(text, at, "]", read)
+
+
+def _items(text: str, at: int, close: str, item) -> tuple[list, int]:
+    """Comma-separated `item`s up to `close`, from just after the opening bracket."""
     items: list = []
     at = _skip(text, at)
-    if text.startswith("]", at):
+    if text.startswith(close, at):
         return items, at + 1
     while True:
-        item, at = read(text, at)
-        items.append(item)
+        value, at = item(text, at)
+        items.append(value)
         at = _skip(text, at)
-        if text.startswith("]", at):
+        if text.startswith(close, at):
             return items, at + 1
         if not text.startswith(",", at):
-            raise NotationError("no ',' or ']' after an item")
+            raise NotationError(f"no ',' or '{close}' after an item")
         at += 1
+
+
+def _pair(text: str, at: int) -> tuple[tuple[str, object], int]:
+    key, at = _key(text, _skip(text, at))
+    at = _skip(text, at)
+    if not text.startswith(":", at):
+        raise NotationError(f"no ':' after key {key!r}")
+    value, at = read(text, at + 1)
+    return (key, value), at
 
 
 def _key(text: str, at: int) -> tuple[str, int]:

@@ -48,12 +48,12 @@ def _without_video(base, path: Path):
     }
     names = [name for name in base.get_attributes() if name != VIDEO]
     parts = {name: loaders[name].from_pretrained(path) for name in names}
-    settings = json.loads((path / "processor_config.json").read_text())
-    settings = {key: value for key, value in settings.items() if key not in (*base.get_attributes(), "processor_class")}
+    saved = json.loads((path / "processor_config.json").read_text())
+    settings = {key: value for key, value in saved.items() if key not in (*base.get_attributes(), "processor_class")}
     processor = _class_without_video(base)(**parts, video_processor=None, **settings)
     if processor.chat_template is None:  # saved beside the tokenizer's, in chat_template.jinja
         processor.chat_template = parts["tokenizer"].chat_template
-    video = video_settings(path)
+    video = _video_in(saved, path)
     if video is not None and "image_processor" in parts:
         processor.video_processor = FramesAsImages(parts["image_processor"], video)
     return processor
@@ -63,9 +63,15 @@ def video_settings(path: Path) -> dict | None:
     """The video processor's settings: in processor_config.json (transformers 5), or a file of their own."""
     config = path / "processor_config.json"
     try:
-        video = json.loads(config.read_text()).get(VIDEO) if config.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        video = None
+        saved = json.loads(config.read_text()) if config.is_file() else {}
+    except (OSError, ValueError):
+        saved = {}
+    return _video_in(saved, path)
+
+
+def _video_in(saved: object, path: Path) -> dict | None:
+    """The video settings within a folder's processor_config.json (`saved`), or in their own file beside it."""
+    video = saved.get(VIDEO) if isinstance(saved, dict) else None
     own = path / "video_preprocessor_config.json"
     if not isinstance(video, dict) and own.is_file():
         video = json.loads(own.read_text())

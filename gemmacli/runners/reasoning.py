@@ -27,7 +27,7 @@ class ReasoningSplitter:
         """A splitter for tokenizers that have a thinking channel; None for the others. A prompt that ends
         inside the channel (a template that opens it for the model) starts the reply in its thoughts."""
         for opens, closes in CHANNELS:
-            ids = [_special_id(tokenizer, token) for token in (opens, closes)]
+            ids = [special_id(tokenizer, token) for token in (opens, closes)]
             if None not in ids:
                 splitter = cls(*ids)
                 splitter.inside = _last(prompt_tail, ids[0]) > _last(prompt_tail, ids[1])
@@ -70,7 +70,7 @@ class ReasoningSplitter:
         return taken
 
 
-def _special_id(tokenizer, token: str) -> int | None:
+def special_id(tokenizer, token: str) -> int | None:
     """The id of `token` if the tokenizer has it as one token of its own (not its unknown token)."""
     convert = getattr(tokenizer, "convert_tokens_to_ids", None)
     found = convert(token) if convert is not None else None

@@ -20,7 +20,7 @@ import torch
 
 from gemmacli.errors import InvalidParamError
 from gemmacli.runners.grammar import GrammarMask
-from gemmacli.runners.reasoning import ReasoningSplitter
+from gemmacli.runners.reasoning import ReasoningSplitter, special_id
 from gemmacli.runners.sampling import Sampler, SamplingConfig
 from gemmacli.runners.text_stream import IncrementalDecoder, StopMatcher
 from gemmacli.runners.tools.stage import PromptTools, ToolCallParser
@@ -243,10 +243,11 @@ class Pipeline:
 
 
 def _spelled(tokenizer, tools: PromptTools | None) -> dict[int, str]:
-    """The special tokens a tool format reads, by id, for the detokenizer to write out."""
-    if tools is None or not tools.format.spelled:
+    """The special tokens a tool format reads, by id, for the detokenizer to write out (those the tokenizer has)."""
+    if tools is None:
         return {}
-    return {tokenizer.convert_tokens_to_ids(token): token for token in tools.format.spelled}
+    ids = {token: special_id(tokenizer, token) for token in tools.format.spelled}
+    return {found: token for token, found in ids.items() if found is not None}
 
 
 def _present(stages: list) -> tuple:

@@ -36,8 +36,7 @@ class Gemma4(Hermes):
         functions = []
         for tool in offered(use):
             schema = closed(json.loads(tool.parameters))
-            arguments = values.object(schema, schema) if schema.get("properties") else '"{}"'
-            functions.append(f"{json.dumps(tool.name)} {arguments}")
+            functions.append(f"{json.dumps(tool.name)} {values.object(schema, schema)}")
         call = f'call: <|tool_call> "call:" ({" | ".join(functions)}) <tool_call|>'
         start = f"start: call{{1,{MAX_CALLS}}}" if use.parallel else "start: call"
         return "\n".join([start, call, values.grammar()])

@@ -134,10 +134,10 @@ class SchemaLark:
         return "\n".join([*self.rules, GENERIC])
 
     def value(self, schema: object, root: dict, depth: int = 0) -> str:
-        name = f"v{len(self.rules)}"
+        index = len(self.rules)
         self.rules.append("")  # its place, so that nested rules number after it
-        self.rules[int(name[1:])] = f"{name}: {self._expression(schema, root, depth)}"
-        return name
+        self.rules[index] = f"v{index}: {self._expression(schema, root, depth)}"
+        return f"v{index}"
 
     def _expression(self, schema: object, root: dict, depth: int) -> str:
         if not isinstance(schema, dict) or depth > 8:
@@ -179,9 +179,8 @@ class SchemaLark:
     def object(self, schema: dict, root: dict, depth: int = 0) -> str:
         """Every property, in the schema's order: a call that names them all validates, and the model cannot
         trail off into keys the tool does not take."""
-        pairs = [
-            f"{json.dumps(key + ':')} {self.value(sub, root, depth + 1)}" for key, sub in schema["properties"].items()
-        ]
+        properties = schema.get("properties") or {}
+        pairs = [f"{json.dumps(key + ':')} {self.value(sub, root, depth + 1)}" for key, sub in properties.items()]
         return '"{" ' + ' "," '.join(pairs) + ' "}"' if pairs else '"{}"'
 
 

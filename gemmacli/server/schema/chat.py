@@ -145,7 +145,7 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
         return tool_use(self.tools, self.tool_choice, self.parallel_tool_calls)
 
     def check_limits(self, limits: RequestLimits) -> TextBudget:
-        """Counts messages, text, images and audio clips before anything is decoded."""
+        """Counts messages, text, images, audio clips and videos before anything is decoded."""
         budget = super().check_limits(limits)
         check_count(self.messages, limits.max_messages, "messages", "messages")
         media: dict[str, list[str]] = {"image": [], "audio": [], "video": []}
